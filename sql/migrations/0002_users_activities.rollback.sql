@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS public.activities;
+DROP TABLE IF EXISTS public.users;
