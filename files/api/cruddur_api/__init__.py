@@ -1,0 +1,59 @@
+"""Cruddur's API: the home feed and activities, backed by PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from flask import Flask
+
+from . import activities, errors, tracing
+from .db import Database
+
+DEFAULTS = {
+    "CONNECTION_URL": None,
+    "DB_POOL_MIN_SIZE": 1,
+    "DB_POOL_MAX_SIZE": 4,
+    "DB_POOL_TIMEOUT": 3.0,
+    "FEED_PAGE_SIZE": 20,
+    "FEED_MAX_PAGE_SIZE": 100,
+    "MAX_CONTENT_LENGTH": 16 * 1024,
+    "TRACER_PROVIDER": None,
+}
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the app: configuration, tracing, the database pool, routes and error handlers.
+
+    Without `test_config` the settings come from the JSON file named by CRUDDUR_API_CONFIG,
+    then CONNECTION_URL from the environment if set.
+    """
+    app = Flask(__name__)
+    app.config.from_mapping(DEFAULTS)
+    app.json.sort_keys = False
+    if test_config is None:
+        config_path = os.environ.get("CRUDDUR_API_CONFIG")
+        if config_path:
+            app.config.from_file(config_path, load=json.load)
+        if os.environ.get("CONNECTION_URL"):
+            app.config["CONNECTION_URL"] = os.environ["CONNECTION_URL"]
+    else:
+        app.config.update(test_config)
+    if not app.config["CONNECTION_URL"]:
+        raise RuntimeError("CONNECTION_URL is not configured (config file or environment)")
+
+    tracer = tracing.get_tracer(app.config["TRACER_PROVIDER"])
+    app.extensions["cruddur_tracer"] = tracer
+    database = Database(
+        app.config["CONNECTION_URL"],
+        min_size=int(app.config["DB_POOL_MIN_SIZE"]),
+        max_size=int(app.config["DB_POOL_MAX_SIZE"]),
+        timeout=float(app.config["DB_POOL_TIMEOUT"]),
+        tracer=tracer,
+    )
+    database.open()
+    app.extensions["cruddur_db"] = database
+
+    app.register_blueprint(activities.bp)
+    errors.register(app)
+    return app

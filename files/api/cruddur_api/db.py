@@ -1,0 +1,117 @@
+"""The API's one owner of the database: a psycopg 3 connection pool and the SQL templates."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+log = logging.getLogger(__name__)
+
+SQL_DIR = Path(__file__).with_name("sql")
+
+WRAP_ARRAY = (
+    "SELECT COALESCE(array_to_json(array_agg(row_to_json(array_row))), '[]'::json)\n"
+    "FROM (\n{template}\n) array_row"
+)
+WRAP_OBJECT = "SELECT row_to_json(object_row)\nFROM (\n{template}\n) object_row"
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached (down, refusing connections, or the pool is exhausted)."""
+
+
+def load_templates(sql_dir: Path) -> dict[str, str]:
+    """Read every `.sql` file under `sql_dir` once, keyed by its path without the suffix."""
+    templates = {}
+    for path in sorted(sql_dir.rglob("*.sql")):
+        name = path.relative_to(sql_dir).with_suffix("").as_posix()
+        templates[name] = path.read_text(encoding="utf-8").strip().rstrip(";")
+    if not templates:
+        raise RuntimeError(f"no SQL templates found under {sql_dir}")
+    return templates
+
+
+class Database:
+    """Pool plus templates. JSON is built by PostgreSQL (row_to_json / array_to_json)."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        min_size: int,
+        max_size: int,
+        timeout: float,
+        tracer,
+        sql_dir: Path = SQL_DIR,
+    ) -> None:
+        self.templates = load_templates(sql_dir)
+        self.statements = {
+            "array": {n: WRAP_ARRAY.format(template=t) for n, t in self.templates.items()},
+            "object": {n: WRAP_OBJECT.format(template=t) for n, t in self.templates.items()},
+            "value": dict(self.templates),
+        }
+        self.tracer = tracer
+        self.pool = ConnectionPool(
+            conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            name="cruddur-api",
+            kwargs={"autocommit": True, "application_name": "cruddur-api"},
+            # A connection is checked as it leaves the pool, so a restarted server costs no
+            # failed request: broken connections are replaced instead of handed out.
+            check=ConnectionPool.check_connection,
+            open=False,
+        )
+
+    def open(self) -> None:
+        # Do not wait for the server: the API starts (and /api/health reports 503) while the
+        # database is down, and the pool connects as soon as it is back.
+        self.pool.open(wait=False)
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        if not self.pool.closed:
+            self.pool.close()
+
+    def stats(self) -> dict[str, int]:
+        stats = self.pool.get_stats()
+        keys = ("pool_min", "pool_max", "pool_size", "pool_available", "requests_waiting")
+        return {key: stats.get(key, 0) for key in keys}
+
+    def _fetch_one_value(self, kind: str, name: str, params: Mapping[str, Any] | None) -> Any:
+        sql = self.statements[kind][name]
+        with self.tracer.start_as_current_span(f"sql {name}") as span:
+            span.set_attribute("db.system", "postgresql")
+            span.set_attribute("db.operation.name", name)
+            try:
+                with self.pool.connection() as conn:
+                    row = conn.execute(sql, params).fetchone()
+            except PoolTimeout as exc:
+                span.record_exception(exc)
+                raise DatabaseUnavailable("no database connection available") from exc
+            except psycopg.OperationalError as exc:
+                span.record_exception(exc)
+                raise DatabaseUnavailable(_describe(exc)) from exc
+        return None if row is None else row[0]
+
+    def query_array_json(self, name: str, params: Mapping[str, Any] | None = None) -> list:
+        return self._fetch_one_value("array", name, params)
+
+    def query_object_json(self, name: str, params: Mapping[str, Any] | None = None) -> dict | None:
+        return self._fetch_one_value("object", name, params)
+
+    def query_value(self, name: str, params: Mapping[str, Any] | None = None) -> Any:
+        return self._fetch_one_value("value", name, params)
+
+
+def _describe(exc: psycopg.Error) -> str:
+    """A one-line reason that never carries the connection string."""
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag else None
+    return primary or type(exc).__name__
