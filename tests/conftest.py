@@ -1,0 +1,103 @@
+"""Shared helpers: run playbooks and parse their recap, reach the real PostgreSQL, make
+throwaway databases. Everything runs against the real services on this machine."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+# Never leave bytecode caches in files/: the API role copies that tree to the target.
+sys.dont_write_bytecode = True
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+# Env file for runs on throwaway databases (keeps the repository's .env untouched).
+SCRATCH_ENV_FILE = f"/tmp/cruddur-tests-{os.getpid()}.env"
+PASSWORD = os.environ.get("CRUDDUR_LOCAL_DB_PASSWORD") or "password"
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "password": PASSWORD}
+RECAP_LINE = re.compile(r"^(?P<host>\S+)\s+:\s+(?P<counts>(?:\w+=\d+\s*)+)$", re.M)
+
+
+@dataclass
+class PlaybookRun:
+    rc: int
+    output: str
+    recap: dict[str, dict[str, int]]
+
+    def changed(self) -> int:
+        return sum(counts["changed"] for counts in self.recap.values())
+
+    def failed(self) -> int:
+        return sum(counts["failed"] + counts["unreachable"] for counts in self.recap.values())
+
+
+def parse_recap(output: str) -> dict[str, dict[str, int]]:
+    tail = output.split("PLAY RECAP", 1)[-1]
+    recap = {}
+    for match in RECAP_LINE.finditer(tail):
+        counts = dict(pair.split("=") for pair in match.group("counts").split())
+        recap[match.group("host")] = {k: int(v) for k, v in counts.items()}
+    return recap
+
+
+def run_playbook(playbook: str, *args: str, extra_vars: dict | None = None, env: dict | None = None,
+                 timeout: int = 600) -> PlaybookRun:
+    cmd = [str(VENV_BIN / "ansible-playbook"), playbook, *args]
+    for key, value in (extra_vars or {}).items():
+        cmd += ["-e", f"{key}={value}"]
+    full_env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
+                "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+                "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}", **(env or {})}
+    proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    output = proc.stdout + proc.stderr
+    return PlaybookRun(proc.returncode, output, parse_recap(output))
+
+
+def connect(dbname: str = "cruddur", **overrides):
+    conn = psycopg2.connect(dbname=dbname, **{**PG, **overrides})
+    conn.autocommit = True
+    return conn
+
+
+def query(dbname: str, sql: str, params=None) -> list[tuple]:
+    conn = connect(dbname)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+def drop_database(name: str) -> None:
+    conn = connect("postgres")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def converged() -> PlaybookRun:
+    """The README's main job: site.yml on the default inventory (converges this machine)."""
+    run = run_playbook("site.yml")
+    assert run.rc == 0, run.output[-4000:]
+    return run
+
+
+@pytest.fixture
+def scratch_db_name():
+    """A database name for one test, dropped afterwards whatever happened."""
+    name = f"cruddur_test_{uuid.uuid4().hex[:10]}"
+    yield name
+    drop_database(name)

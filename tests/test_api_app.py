@@ -1,0 +1,311 @@
+"""The Flask app against a real PostgreSQL database created (and dropped) by the fixtures."""
+
+import importlib.util
+import sys
+import time
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from conftest import PG, REPO, connect, drop_database, query
+
+sys.path.insert(0, str(REPO / "files" / "api"))
+from cruddur_api import create_app  # noqa: E402
+from cruddur_api.validation import TTL_OFFSETS  # noqa: E402
+
+
+def load_migrations_module():
+    path = REPO / "roles" / "cruddur_db" / "library" / "cruddur_migrations.py"
+    spec = importlib.util.spec_from_file_location("cruddur_migrations", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def database():
+    """A fresh database, migrated with the project's migrations and seeded with its seed."""
+    name = f"cruddur_app_{uuid.uuid4().hex[:10]}"
+    admin = connect("postgres")
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    migrations = load_migrations_module()
+    conn = connect(name)
+    conn.autocommit = False
+    migrations.run(conn, migrations.load_migrations(str(REPO / "sql" / "migrations")), "latest", False, 10)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute((REPO / "sql" / "seed" / "seed.sql").read_text())
+    conn.close()
+    yield name
+    drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def spans():
+    return InMemorySpanExporter()
+
+
+@pytest.fixture(scope="module")
+def app(database, spans):
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    app = create_app({
+        "CONNECTION_URL": f"postgresql://{PG['user']}:{PG['password']}@{PG['host']}:{PG['port']}/{database}",
+        "DB_POOL_TIMEOUT": 1.0,
+        "FEED_PAGE_SIZE": 5,
+        "FEED_MAX_PAGE_SIZE": 50,
+        "MAX_CONTENT_LENGTH": 2048,
+        "TRACER_PROVIDER": provider,
+    })
+    yield app
+    app.extensions["cruddur_db"].close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def count_activities(database):
+    return query(database, "SELECT count(*) FROM activities")[0][0]
+
+
+def create(client, **body):
+    payload = {"message": "hello", "ttl": "1-day", "handle": "bayko", **body}
+    return client.post("/api/activities", json={k: v for k, v in payload.items() if v is not ...})
+
+
+# --- feed --------------------------------------------------------------------------------
+
+def test_home_returns_the_seed_activity_with_the_seed_fields(client):
+    response = client.get("/api/activities/home")
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    seed = [a for a in response.get_json() if a["message"] == "This was imported as seed data!"]
+    assert len(seed) == 1
+    assert list(seed[0]) == ["uuid", "display_name", "handle", "message", "replies_count", "reposts_count",
+                             "likes_count", "reply_to_activity_uuid", "expires_at", "created_at"]
+    assert seed[0]["handle"] == "andrewbrown" and seed[0]["display_name"] == "Andrew Brown"
+    assert seed[0]["likes_count"] == 0 and seed[0]["reply_to_activity_uuid"] is None
+
+
+def test_keyset_pages_cover_every_row_once_newest_first(client, database):
+    conn = connect(database)
+    with conn.cursor() as cur:
+        # 12 rows, several sharing a created_at, so the uuid tie-breaker matters.
+        cur.execute("""
+            INSERT INTO activities (user_uuid, message, created_at)
+            SELECT (SELECT uuid FROM users WHERE handle = 'bayko'), 'page ' || i,
+                   timestamptz '2030-01-01' + (i / 3) * interval '1 minute'
+            FROM generate_series(1, 12) AS i""")
+    conn.close()
+    expected = [str(r[0]) for r in query(database, """
+        SELECT uuid FROM activities ORDER BY created_at DESC, uuid DESC""")]
+    seen, url = [], "/api/activities/home?limit=5"
+    while url:
+        response = client.get(url)
+        assert response.status_code == 200
+        page = response.get_json()
+        assert len(page) <= 5
+        seen += [a["uuid"] for a in page]
+        next_cursor = response.headers.get("X-Next-Cursor")
+        if next_cursor:
+            assert response.headers["Link"].endswith('rel="next"')
+            url = f"/api/activities/home?limit=5&cursor={next_cursor}"
+        else:
+            url = None
+    assert seen == expected
+
+
+def test_default_page_size_applies(client):
+    assert len(client.get("/api/activities/home").get_json()) <= 5
+
+
+@pytest.mark.parametrize("limit", ["0", "51", "-1", "ten"])
+def test_bad_limit_is_a_400(client, limit):
+    response = client.get(f"/api/activities/home?limit={limit}")
+    assert response.status_code == 400
+    assert "limit must be an integer from 1 to 50" in response.get_json()["message"]
+
+
+@pytest.mark.parametrize("cursor", ["zzz", "bm90LWEtY3Vyc29y", "MjAyNi0wMS0wMXxub3QtYS11dWlk"])
+def test_bad_cursor_is_a_400(client, cursor):
+    response = client.get(f"/api/activities/home?cursor={cursor}")
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "bad_request"
+
+
+def test_feed_queries_walk_the_index_without_sorting(database):
+    conn = connect(database)
+    plans = []
+    with conn.cursor() as cur:
+        cur.execute("SET enable_seqscan = off")  # the test table is tiny; ask what the index can do
+        for name in ("home", "home_after"):
+            sql = (REPO / "files/api/cruddur_api/sql/activities" / f"{name}.sql").read_text()
+            cur.execute("EXPLAIN " + sql, {"limit": 20, "created_at": "2030-01-01", "uuid": str(uuid.uuid4())})
+            plans.append("\n".join(r[0] for r in cur.fetchall()))
+    conn.close()
+    for plan in plans:
+        assert "activities_feed_idx" in plan, plan
+        assert "Sort" not in plan, plan
+
+
+# --- create and read ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("ttl", sorted(TTL_OFFSETS))
+def test_create_then_read_back(client, ttl):
+    response = create(client, message=f"it's a 'quoted' ünïcode message {ttl}", ttl=ttl)
+    assert response.status_code == 201
+    body = response.get_json()
+    assert body["message"] == f"it's a 'quoted' ünïcode message {ttl}"
+    assert body["handle"] == "bayko"
+    created = datetime.fromisoformat(body["created_at"])
+    expires = datetime.fromisoformat(body["expires_at"])
+    assert expires - created == TTL_OFFSETS[ttl]
+    assert response.headers["Location"] == f"/api/activities/{body['uuid']}"
+    again = client.get(response.headers["Location"])
+    assert again.status_code == 200
+    assert again.get_json()["message"] == body["message"]
+
+
+def test_message_of_280_chars_is_accepted(client):
+    assert create(client, message="x" * 280).status_code == 201
+
+
+@pytest.mark.parametrize("body, errors", [
+    ({"message": ""}, ["message_blank"]),
+    ({"message": "   "}, ["message_blank"]),
+    ({"message": ...}, ["message_blank"]),
+    ({"message": "x" * 281}, ["message_exceed_max_chars"]),
+    ({"message": 42}, ["message_not_string"]),
+    ({"ttl": ...}, ["ttl_blank"]),
+    ({"ttl": "2-weeks"}, ["ttl_invalid"]),
+    ({"ttl": 3600}, ["ttl_invalid"]),
+    ({"handle": ""}, ["user_handle_blank"]),
+    ({"handle": ["bayko"]}, ["user_handle_not_string"]),
+    ({"message": "", "ttl": "forever", "handle": None}, ["message_blank", "ttl_invalid", "user_handle_blank"]),
+])
+def test_every_broken_rule_is_reported_and_nothing_written(client, database, body, errors):
+    before = count_activities(database)
+    response = create(client, **body)
+    assert response.status_code == 422
+    assert response.get_json()["errors"] == errors
+    assert count_activities(database) == before
+
+
+def test_unknown_handle_is_reported(client, database):
+    before = count_activities(database)
+    response = create(client, handle="nobody-has-this-handle")
+    assert response.status_code == 422
+    assert response.get_json() == {"errors": ["user_handle_unknown"], "data": {
+        "handle": "nobody-has-this-handle", "message": "hello", "ttl": "1-day"}}
+    assert count_activities(database) == before
+
+
+def test_malformed_json_is_a_400(client, database):
+    before = count_activities(database)
+    response = client.post("/api/activities", data='{"message": "hi",', content_type="application/json")
+    assert response.status_code == 400
+    assert response.get_json()["message"] == "the body is not valid JSON"
+    assert count_activities(database) == before
+
+
+@pytest.mark.parametrize("data", ['["a", "list"]', '"text"', "null"])
+def test_non_object_json_is_a_400(client, data):
+    response = client.post("/api/activities", data=data, content_type="application/json")
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "bad_request"
+
+
+def test_form_body_is_a_415(client):
+    response = client.post("/api/activities", data={"message": "hi"})
+    assert response.status_code == 415
+    assert response.get_json()["error"] == "unsupported_media_type"
+
+
+def test_oversized_body_is_a_413(client, database):
+    before = count_activities(database)
+    response = create(client, message="x" * 4096)
+    assert response.status_code == 413
+    assert response.get_json()["error"] == "request_entity_too_large"
+    assert count_activities(database) == before
+
+
+def test_unknown_activity_is_a_404(client):
+    response = client.get(f"/api/activities/{uuid.uuid4()}")
+    assert response.status_code == 404
+    assert response.get_json()["error"] == "not_found"
+    assert client.get("/api/activities/not-a-uuid").status_code == 404
+
+
+def test_unknown_route_and_method_are_json(client):
+    assert client.get("/api/nope").get_json()["error"] == "not_found"
+    response = client.delete("/api/activities/home")
+    assert response.status_code == 405
+    assert response.get_json()["error"] == "method_not_allowed"
+
+
+# --- health, outages, tracing, templates -------------------------------------------------
+
+def test_health_reports_database_and_pool(client):
+    response = client.get("/api/health")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "ok" and body["database"] == "ok"
+    assert body["pool"]["pool_max"] == 4 and body["pool"]["pool_size"] >= 1
+
+
+def test_database_down_is_a_503_and_the_api_recovers(client, database):
+    admin = connect("postgres")
+    with admin.cursor() as cur:
+        cur.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (database,))
+    try:
+        before = time.monotonic()
+        response = client.get("/api/activities/home")
+        assert response.status_code == 503
+        assert response.get_json()["error"] == "database_unavailable"
+        assert response.headers["Retry-After"] == "1"
+        assert time.monotonic() - before < 10
+        health = client.get("/api/health")
+        assert health.status_code == 503 and health.get_json()["status"] == "unavailable"
+        assert create(client).status_code == 503
+        assert PG["password"] not in response.get_data(as_text=True)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        admin.close()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if client.get("/api/activities/home").status_code == 200:
+            break
+        time.sleep(0.5)
+    assert client.get("/api/activities/home").status_code == 200
+    assert client.get("/api/health").status_code == 200
+
+
+def test_spans_around_the_feed_and_each_query(client, spans):
+    spans.clear()
+    assert client.get("/api/activities/home").status_code == 200
+    finished = {span.name: span for span in spans.get_finished_spans()}
+    assert {"home-activities", "sql activities/home"} <= set(finished)
+    query_span, feed_span = finished["sql activities/home"], finished["home-activities"]
+    assert query_span.parent.span_id == feed_span.context.span_id
+    assert query_span.attributes["db.system"] == "postgresql"
+
+
+def test_templates_are_read_once_at_start(client, monkeypatch):
+    def no_reading(*args, **kwargs):
+        raise AssertionError("a SQL template was read during a request")
+
+    monkeypatch.setattr(Path, "read_text", no_reading)
+    monkeypatch.setattr("builtins.open", no_reading)
+    assert client.get("/api/activities/home").status_code == 200
+    assert create(client).status_code == 201

@@ -1,0 +1,75 @@
+"""pytest-testinfra checks of the local PostgreSQL server the postgresql_server role provides."""
+
+import socket
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from conftest import PASSWORD, run_playbook
+
+CONF = Path("/etc/postgresql/15/main/conf.d/50-cruddur-ops.conf")
+HBA = Path("/etc/postgresql/15/main/pg_hba.conf")
+
+
+def test_packages_installed(host, converged):
+    for name in ("postgresql", "postgresql-15", "postgresql-contrib", "python3-psycopg2"):
+        assert host.package(name).is_installed, name
+
+
+def test_listens_on_loopback_only(host, converged):
+    assert host.socket("tcp://127.0.0.1:5432").is_listening
+    assert not host.socket("tcp://0.0.0.0:5432").is_listening
+
+
+def test_password_login_over_tcp(host, converged):
+    result = host.run(
+        "psql postgresql://postgres:%s@127.0.0.1:5432/postgres -tAc 'select 1'", PASSWORD)
+    assert result.rc == 0, result.stderr
+    assert result.stdout.strip() == "1"
+
+
+def test_password_is_stored_as_scram(host, converged):
+    result = host.run("su postgres -c \"psql -tAc \\\"SELECT left(rolpassword, 14) FROM pg_authid"
+                      " WHERE rolname = 'postgres'\\\"\"")
+    assert result.stdout.strip() == "SCRAM-SHA-256$"
+
+
+def test_wrong_password_refused(converged):
+    with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+        psycopg2.connect(host="127.0.0.1", port=5432, user="postgres",
+                         password=PASSWORD + "-wrong", dbname="postgres")
+
+
+def test_taken_port_is_named_and_nothing_changes(converged):
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    port = blocker.getsockname()[1]
+    conf_before = CONF.read_bytes()
+    try:
+        run = run_playbook("playbooks/postgresql-server.yml",
+                           extra_vars={"postgresql_server_port": port})
+    finally:
+        blocker.close()
+    assert run.rc != 0
+    assert f"Port {port} on 127.0.0.1 is already taken by another process" in run.output
+    assert "Traceback" not in run.output
+    assert CONF.read_bytes() == conf_before
+    assert run.changed() == 0
+
+
+def test_refused_password_login_is_named(host, converged):
+    """An earlier pg_hba rule that rejects the address: the play says so instead of a trace."""
+    original = HBA.read_text()
+    HBA.write_text("host all postgres 127.0.0.1/32 reject\n" + original)
+    try:
+        assert host.run("su postgres -c 'psql -tAc \"select pg_reload_conf()\"'").rc == 0
+        run = run_playbook("playbooks/postgresql-server.yml")
+    finally:
+        HBA.write_text(original)
+        host.run("su postgres -c 'psql -tAc \"select pg_reload_conf()\"'")
+    assert run.rc != 0
+    assert "refused a password login as postgres" in run.output
+    assert "pg_hba.conf" in run.output
+    assert "Traceback" not in run.output

@@ -1,0 +1,42 @@
+"""The README's main command: site.yml converges, then is idempotent and safe in --check."""
+
+import hashlib
+from pathlib import Path
+
+from conftest import query, run_playbook
+
+WATCHED_FILES = [
+    "/etc/postgresql/15/main/conf.d/50-cruddur-ops.conf",
+    "/etc/postgresql/15/main/pg_hba.conf",
+    "/etc/cruddur-api/config.json",
+    "/etc/cruddur-api/gunicorn.conf.py",
+    "/etc/supervisor/conf.d/cruddur-api.conf",
+    "/opt/cruddur-api/app/cruddur_api/db.py",
+]
+
+
+def fingerprint():
+    files = {p: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in WATCHED_FILES}
+    rows = query("cruddur", "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM activities),"
+                            " (SELECT count(*) FROM cruddur_schema_migrations)")
+    return files, rows
+
+
+def test_first_run_targets_every_group(converged):
+    assert set(converged.recap) == {"cruddur-local", "cruddur-db"}
+    assert converged.failed() == 0
+
+
+def test_second_run_changes_nothing(converged):
+    second = run_playbook("site.yml")
+    assert second.rc == 0, second.output[-3000:]
+    assert second.changed() == 0, second.output[-6000:]
+    assert set(second.recap) == {"cruddur-local", "cruddur-db"}
+
+
+def test_check_mode_on_converged_host_changes_nothing(converged):
+    before = fingerprint()
+    check = run_playbook("site.yml", "--check")
+    assert check.rc == 0, check.output[-3000:]
+    assert check.changed() == 0, check.output[-6000:]
+    assert fingerprint() == before

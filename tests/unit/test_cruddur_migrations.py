@@ -1,0 +1,121 @@
+"""Unit tests of the cruddur_migrations module's logic (real files; a real database for run())."""
+
+import importlib.util
+import uuid
+
+import pytest
+
+from conftest import REPO, connect, drop_database, query
+
+PATH = REPO / "roles" / "cruddur_db" / "library" / "cruddur_migrations.py"
+spec = importlib.util.spec_from_file_location("cruddur_migrations", PATH)
+mig = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mig)
+
+
+def write(directory, name, text):
+    (directory / name).write_text(text)
+
+
+@pytest.fixture
+def mdir(tmp_path):
+    write(tmp_path, "0001_a.sql", "CREATE TABLE a (id int);\nCREATE TABLE a2 (id int);\n")
+    write(tmp_path, "0001_a.rollback.sql", "DROP TABLE a2;\nDROP TABLE a;\n")
+    write(tmp_path, "0002_b.sql", "-- depends: 0001_a\nCREATE TABLE b (id int);\n")
+    write(tmp_path, "0002_b.rollback.sql", "DROP TABLE b;\n")
+    return tmp_path
+
+
+@pytest.fixture
+def db():
+    name = f"cruddur_unit_{uuid.uuid4().hex[:10]}"
+    admin = connect("postgres")
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    conn = connect(name)
+    conn.autocommit = False
+    yield name, conn
+    conn.close()
+    drop_database(name)
+
+
+def test_load_orders_and_splits(mdir):
+    migrations = mig.load_migrations(str(mdir))
+    assert [m.id for m in migrations] == ["0001_a", "0002_b"]
+    assert len(migrations[0].statements) == 2
+    assert migrations[0].rollback_statements()[0].startswith("DROP TABLE a2")
+
+
+def test_missing_directory_is_named(tmp_path):
+    with pytest.raises(mig.MigrationError, match="does not exist"):
+        mig.load_migrations(str(tmp_path / "nope"))
+
+
+def test_changed_file_is_refused(mdir):
+    migrations = mig.load_migrations(str(mdir))
+    applied = [("0001_a", "0" * 64)]
+    with pytest.raises(mig.MigrationError, match=r"0001_a .*0001_a\.sql\) has changed"):
+        mig.verify_applied(migrations, applied)
+
+
+def test_missing_applied_file_is_refused(mdir):
+    migrations = mig.load_migrations(str(mdir))
+    with pytest.raises(mig.MigrationError, match="0000_gone is recorded as applied but its file is missing"):
+        mig.verify_applied(migrations, [("0000_gone", "x")])
+
+
+def test_plan_rollback_picks_the_last_applied(mdir):
+    migrations = mig.load_migrations(str(mdir))
+    applied = [(m.id, m.sha256) for m in migrations]
+    assert mig.plan(migrations, applied, "rolled_back") == ([], [migrations[1]])
+    assert mig.plan(migrations, [], "rolled_back") == ([], [])
+    assert [m.id for m in mig.plan(migrations, applied[:1], "latest")[0]] == ["0002_b"]
+
+
+def test_missing_rollback_file_is_named(mdir, db):
+    (mdir / "0002_b.rollback.sql").unlink()
+    name, conn = db
+    migrations = mig.load_migrations(str(mdir))
+    mig.run(conn, migrations, "latest", False, 5)
+    with pytest.raises(mig.MigrationError, match="0002_b has no rollback file"):
+        mig.run(conn, migrations, "rolled_back", False, 5)
+    assert query(name, "SELECT to_regclass('public.b') IS NOT NULL") == [(True,)]
+
+
+def test_check_mode_writes_nothing(mdir, db):
+    name, conn = db
+    result = mig.run(conn, mig.load_migrations(str(mdir)), "latest", True, 5)
+    assert result["applied"] == ["0001_a", "0002_b"]
+    assert query(name, "SELECT to_regclass('public.cruddur_schema_migrations')") == [(None,)]
+
+
+def test_apply_rollback_apply(mdir, db):
+    name, conn = db
+    migrations = mig.load_migrations(str(mdir))
+    assert mig.run(conn, migrations, "latest", False, 5)["applied"] == ["0001_a", "0002_b"]
+    assert mig.run(conn, migrations, "latest", False, 5)["applied"] == []
+    assert mig.run(conn, migrations, "rolled_back", False, 5)["rolled_back"] == ["0002_b"]
+    assert query(name, "SELECT to_regclass('public.b')") == [(None,)]
+    assert mig.run(conn, migrations, "latest", False, 5)["current"] == ["0001_a", "0002_b"]
+
+
+def test_non_transactional_migration(mdir, db):
+    name, conn = db
+    write(mdir, "0003_idx.sql", "-- transactional: false\n-- depends: 0002_b\n"
+                                "CREATE INDEX CONCURRENTLY b_id_idx ON b (id);\n")
+    mig.run(conn, mig.load_migrations(str(mdir)), "latest", False, 5)
+    assert query(name, "SELECT count(*) FROM pg_indexes WHERE indexname = 'b_id_idx'") == [(1,)]
+
+
+def test_lock_timeout_is_named(mdir, db):
+    name, conn = db
+    holder = connect(name)
+    with holder.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(%s)", (mig.LOCK_KEY,))
+    try:
+        with pytest.raises(mig.MigrationError, match="held the lock for more than 1s"):
+            mig.run(conn, mig.load_migrations(str(mdir)), "latest", False, 1)
+    finally:
+        holder.close()
+    assert query(name, "SELECT to_regclass('public.a')") == [(None,)]
