@@ -87,9 +87,10 @@ def drop_database(name: str) -> None:
         conn.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def converged() -> PlaybookRun:
-    """The README's main job: site.yml on the default inventory (converges this machine)."""
+    """The README's main job: site.yml on the default inventory. Every test needs the real
+    PostgreSQL it brings up, so the session starts by converging this machine."""
     run = run_playbook("site.yml")
     assert run.rc == 0, run.output[-4000:]
     return run

@@ -1,0 +1,42 @@
+"""Molecule verification of a converged stack, through whichever backend Molecule gives
+(this machine here, a container in the container scenario)."""
+
+import json
+
+import pytest
+
+PSQL = "PGPASSWORD=password psql -h 127.0.0.1 -U postgres -d cruddur -tAc"
+
+
+@pytest.fixture(scope="module")
+def target(host):
+    return host
+
+
+def sql(host, statement):
+    result = host.run(f"{PSQL} \"{statement}\"")
+    assert result.rc == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_postgresql_listens(target):
+    assert target.package("postgresql").is_installed
+    assert target.socket("tcp://127.0.0.1:5432").is_listening
+
+
+def test_schema_and_seed(target):
+    assert sql(target, "SELECT extname FROM pg_extension WHERE extname = 'uuid-ossp'") == "uuid-ossp"
+    assert sql(target, "SELECT string_agg(handle, ',' ORDER BY handle) FROM users"
+                       " WHERE handle IN ('andrewbrown', 'bayko')") == "andrewbrown,bayko"
+    assert sql(target, "SELECT count(*) FROM activities"
+                       " WHERE message = 'This was imported as seed data!'") == "1"
+
+
+def test_api_answers_the_home_feed(target):
+    assert target.socket("tcp://127.0.0.1:4567").is_listening
+    fetch = ("/usr/bin/python3 -c \"import urllib.request;"
+             " print(urllib.request.urlopen('http://127.0.0.1:4567/api/activities/home?limit=100').read().decode())\"")
+    result = target.run(fetch)
+    assert result.rc == 0, result.stderr
+    messages = [activity["message"] for activity in json.loads(result.stdout)]
+    assert "This was imported as seed data!" in messages
