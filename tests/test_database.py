@@ -253,3 +253,18 @@ def test_no_password_in_verbose_output(scratch_db_name, tmp_path):
     for run in outputs:
         assert password not in run.output
     assert password in env_file.read_text()  # it was really used, and written only there
+
+
+def test_db_connect_opens_psql_on_the_local_database(converged):
+    result = subprocess.run([str(REPO / "bin" / "db-connect"), "-tAc", "SELECT current_database(), current_user"],
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "cruddur|postgres"
+
+
+def test_db_connect_prod_without_url_says_what_to_run(tmp_path):
+    result = subprocess.run([str(REPO / "bin" / "db-connect"), "prod", "-c", "select 1"],
+                            capture_output=True, text=True, timeout=30, check=False)
+    if result.returncode == 0:
+        pytest.skip("a PROD_CONNECTION_URL is configured on this machine")
+    assert "PROD_CONNECTION_URL is not in .env" in result.stderr

@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Home-feed throughput and latency at 1k, 100k and 1M activities, beside pgbench's ceiling.
+
+For each size it fills a throwaway database (cruddur_bench_feed) to that many activities,
+starts a real gunicorn (the deployed configuration: gthread, 2 workers x 4 threads, pool of 4)
+on 127.0.0.1:4599, loads GET /api/activities/home for DURATION seconds with CONCURRENCY
+keep-alive clients (wrk when installed, else a Python client), and runs pgbench with the same
+SQL the API sends (prepared, same concurrency). Only loopback is used.
+
+    .venv/bin/python benchmarks/api_feed.py [DURATION_SECONDS] [SIZES...]
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+API_DIR = REPO / "files" / "api"
+VENV_BIN = Path(sys.executable).parent
+DB = "cruddur_bench_feed"
+PASSWORD = os.environ.get("CRUDDUR_LOCAL_DB_PASSWORD") or "password"
+PORT = 4599
+CONCURRENCY = 8
+ENV = {**os.environ, "PGPASSWORD": PASSWORD}
+PSQL = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"]
+sys.path.insert(0, str(API_DIR))
+from cruddur_api.db import WRAP_ARRAY  # noqa: E402  (the exact wrapping the API applies)
+
+
+def psql(db: str, sql: str) -> str:
+    return subprocess.run(PSQL + ["-d", db, "-tAc", sql], env=ENV, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def prepare_database() -> None:
+    psql("postgres", f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+    psql("postgres", f"CREATE DATABASE {DB}")
+    for migration in sorted((REPO / "sql/migrations").glob("*.sql")):
+        if not migration.name.endswith(".rollback.sql"):
+            subprocess.run(PSQL + ["-d", DB, "-1", "-f", str(migration)], env=ENV, check=True)
+    subprocess.run(PSQL + ["-d", DB, "-f", str(REPO / "sql/seed/seed.sql")], env=ENV, check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def fill_to(size: int) -> float:
+    start = time.perf_counter()
+    have = int(psql(DB, "SELECT count(*) FROM activities"))
+    if size > have:
+        psql(DB, f"""
+            INSERT INTO activities (user_uuid, message, created_at, expires_at)
+            SELECT u.uuid, 'benchmark activity ' || i,
+                   now() - i * interval '1 second', now() + interval '7 days'
+            FROM generate_series({have + 1}, {size}) AS i
+            CROSS JOIN LATERAL (SELECT uuid FROM users ORDER BY handle LIMIT 1 OFFSET i % 2) AS u""")
+        psql(DB, "VACUUM ANALYZE activities")
+    return time.perf_counter() - start
+
+
+def start_api() -> subprocess.Popen:
+    conf = Path(tempfile.mkdtemp()) / "gunicorn.conf.py"
+    conf.write_text(f'bind = "127.0.0.1:{PORT}"\nworkers = 2\nworker_class = "gthread"\nthreads = 4\n'
+                    'accesslog = None\nerrorlog = "-"\nloglevel = "warning"\n')
+    env = {**os.environ, "CONNECTION_URL": f"postgresql://postgres:{PASSWORD}@127.0.0.1:5432/{DB}",
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    for key in [k for k in env if k.startswith("OTEL_")]:
+        del env[key]
+    proc = subprocess.Popen([str(VENV_BIN / "gunicorn"), "--config", str(conf), "cruddur_api.wsgi:app"],
+                            cwd=API_DIR, env=env, start_new_session=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/api/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("gunicorn did not become healthy")
+
+
+def stop_api(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+def load_python(duration: float) -> tuple[float, float, float]:
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop_at = time.monotonic() + duration
+
+    def client():
+        conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=10)
+        mine = []
+        while time.monotonic() < stop_at:
+            start = time.perf_counter()
+            conn.request("GET", "/api/activities/home")
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                raise SystemExit(f"home feed answered {response.status}")
+            mine.append(time.perf_counter() - start)
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=client) for _ in range(CONCURRENCY)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    latencies.sort()
+    p99 = latencies[int(len(latencies) * 0.99) - 1]
+    return len(latencies) / elapsed, statistics.median(latencies) * 1000, p99 * 1000
+
+
+def load_wrk(duration: float) -> tuple[float, float, float]:
+    out = subprocess.run(["wrk", "-t2", f"-c{CONCURRENCY}", f"-d{int(duration)}s", "--latency",
+                          f"http://127.0.0.1:{PORT}/api/activities/home"],
+                         check=True, capture_output=True, text=True).stdout
+    if re.search(r"Non-2xx or 3xx responses", out):
+        raise SystemExit(out)
+
+    def ms(label):
+        value, unit = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)$", out, re.M).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    return rps, ms("50%"), ms("99%")
+
+
+def pgbench(duration: float) -> float:
+    sql = (API_DIR / "cruddur_api/sql/activities/home.sql").read_text().strip().rstrip(";")
+    script = WRAP_ARRAY.format(template=sql).replace("%(limit)s", "20") + ";\n"
+    # pgbench scripts are one statement per line
+    script = " ".join(line.split("--")[0].strip() for line in script.splitlines()) + "\n"
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as handle:
+        handle.write(script)
+    out = subprocess.run(["pgbench", "-n", "-h", "127.0.0.1", "-U", "postgres", "-M", "prepared",
+                          f"-c{CONCURRENCY}", "-j2", f"-T{int(duration)}", "-f", handle.name, DB],
+                         env=ENV, check=True, capture_output=True, text=True).stdout
+    return float(re.search(r"tps = ([\d.]+)", out).group(1))
+
+
+def main() -> None:
+    duration = float(sys.argv[1]) if len(sys.argv) > 1 else 10
+    sizes = [int(s) for s in sys.argv[2:]] or [1_000, 100_000, 1_000_000]
+    loader = load_wrk if shutil.which("wrk") else load_python
+    print(f"home feed benchmark: {CONCURRENCY} keep-alive clients, {duration:.0f}s per size, "
+          f"load from {'wrk' if loader is load_wrk else 'a Python client (install wrk for a lighter one)'}")
+    print(f"{'activities':>11} {'fill s':>7} {'API req/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'pgbench tps':>12} {'API/pgbench':>12}")
+    prepare_database()
+    try:
+        for size in sizes:
+            fill = fill_to(size)
+            api = start_api()
+            try:
+                load_python(1)  # warm the pools and the prepared statements
+                rps, p50, p99 = loader(duration)
+            finally:
+                stop_api(api)
+            tps = pgbench(duration)
+            print(f"{size:>11,} {fill:>7.1f} {rps:>10.0f} {p50:>8.2f} {p99:>8.2f} {tps:>12.0f} {rps / tps:>12.2f}")
+    finally:
+        psql("postgres", f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+
+
+if __name__ == "__main__":
+    main()
