@@ -36,7 +36,7 @@ CONCURRENCY = 8
 ENV = {**os.environ, "PGPASSWORD": PASSWORD}
 PSQL = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"]
 sys.path.insert(0, str(API_DIR))
-from cruddur_api.db import WRAP_ARRAY  # noqa: E402  (the exact wrapping the API applies)
+from cruddur_api.db import WRAP_PAGE  # noqa: E402  (the exact wrapping the API applies)
 
 
 def psql(db: str, sql: str) -> str:
@@ -144,7 +144,7 @@ def load_wrk(duration: float) -> tuple[float, float, float]:
 
 def pgbench(duration: float) -> float:
     sql = (API_DIR / "cruddur_api/sql/activities/home.sql").read_text().strip().rstrip(";")
-    script = WRAP_ARRAY.format(template=sql).replace("%(limit)s", "20") + ";\n"
+    script = WRAP_PAGE.format(template=sql).replace("%(limit)s", "20") + ";\n"
     # pgbench scripts are one statement per line
     script = " ".join(line.split("--")[0].strip() for line in script.splitlines()) + "\n"
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as handle:

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import importlib.util
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,3 +103,31 @@ def scratch_db_name():
     name = f"cruddur_test_{uuid.uuid4().hex[:10]}"
     yield name
     drop_database(name)
+
+
+def load_migrations_module():
+    """The project's migration module (roles/cruddur_db/library), imported for fixtures."""
+    path = REPO / "roles" / "cruddur_db" / "library" / "cruddur_migrations.py"
+    spec = importlib.util.spec_from_file_location("cruddur_migrations", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def create_migrated_database(prefix: str, seed: bool = True) -> str:
+    """A new database with the project's migrations applied (and the seed rows, if asked)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = connect("postgres")
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    migrations = load_migrations_module()
+    conn = connect(name)
+    conn.autocommit = False
+    migrations.run(conn, migrations.load_migrations(str(REPO / "sql" / "migrations")), "latest", False, 10)
+    conn.autocommit = True
+    if seed:
+        with conn.cursor() as cur:
+            cur.execute((REPO / "sql" / "seed" / "seed.sql").read_text())
+    conn.close()
+    return name

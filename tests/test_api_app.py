@@ -1,6 +1,5 @@
 """The Flask app against a real PostgreSQL database created (and dropped) by the fixtures."""
 
-import importlib.util
 import sys
 import time
 import uuid
@@ -12,37 +11,17 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from conftest import PG, REPO, connect, drop_database, query
+from conftest import PG, REPO, connect, create_migrated_database, drop_database, query
 
 sys.path.insert(0, str(REPO / "files" / "api"))
 from cruddur_api import create_app  # noqa: E402
 from cruddur_api.validation import TTL_OFFSETS  # noqa: E402
 
 
-def load_migrations_module():
-    path = REPO / "roles" / "cruddur_db" / "library" / "cruddur_migrations.py"
-    spec = importlib.util.spec_from_file_location("cruddur_migrations", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def database():
     """A fresh database, migrated with the project's migrations and seeded with its seed."""
-    name = f"cruddur_app_{uuid.uuid4().hex[:10]}"
-    admin = connect("postgres")
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    admin.close()
-    migrations = load_migrations_module()
-    conn = connect(name)
-    conn.autocommit = False
-    migrations.run(conn, migrations.load_migrations(str(REPO / "sql" / "migrations")), "latest", False, 10)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute((REPO / "sql" / "seed" / "seed.sql").read_text())
-    conn.close()
+    name = create_migrated_database("cruddur_app")
     yield name
     drop_database(name)
 

@@ -44,17 +44,17 @@ def home():
                 created_at, row_uuid = feed_cursor.decode(after)
             except feed_cursor.InvalidCursor as exc:
                 raise BadRequest(str(exc)) from None
-            rows = _db().query_array_json(
+            page = _db().query_page(
                 "activities/home_after",
                 {"limit": limit, "created_at": created_at, "uuid": row_uuid},
             )
         else:
-            rows = _db().query_array_json("activities/home", {"limit": limit})
-        span.set_attribute("app.feed.rows", len(rows))
-    response = jsonify(rows)
-    if len(rows) == limit:
-        last = rows[-1]
-        next_cursor = feed_cursor.encode(last["created_at"], last["uuid"])
+            page = _db().query_page("activities/home", {"limit": limit})
+        span.set_attribute("app.feed.rows", page.size)
+    # PostgreSQL built the JSON; it goes to the client as is.
+    response = current_app.response_class(page.json_text, mimetype="application/json")
+    if page.size == limit:
+        next_cursor = feed_cursor.encode(page.last_created_at.isoformat(), str(page.last_uuid))
         response.headers["X-Next-Cursor"] = next_cursor
         next_url = url_for(".home", limit=limit, cursor=next_cursor)
         response.headers["Link"] = f'<{next_url}>; rel="next"'

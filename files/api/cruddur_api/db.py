@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import atexit
 import logging
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
+from uuid import UUID
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -14,11 +16,23 @@ log = logging.getLogger(__name__)
 
 SQL_DIR = Path(__file__).with_name("sql")
 
-WRAP_ARRAY = (
-    "SELECT COALESCE(array_to_json(array_agg(row_to_json(array_row))), '[]'::json)\n"
-    "FROM (\n{template}\n) array_row"
-)
 WRAP_OBJECT = "SELECT row_to_json(object_row)\nFROM (\n{template}\n) object_row"
+# A feed page as JSON text (passed to the client untouched) plus the keyset of its last row.
+# Both aggregates read the page's rows in the same order.
+WRAP_PAGE = (
+    "SELECT COALESCE(array_to_json(array_agg(row_to_json(page_row))), '[]'::json)::text,\n"
+    "       count(*),\n"
+    "       (array_agg(page_row.created_at))[count(*)],\n"
+    "       (array_agg(page_row.uuid))[count(*)]\n"
+    "FROM (\n{template}\n) page_row"
+)
+
+
+class Page(NamedTuple):
+    json_text: str
+    size: int
+    last_created_at: datetime | None
+    last_uuid: UUID | None
 
 
 class DatabaseUnavailable(Exception):
@@ -51,8 +65,8 @@ class Database:
     ) -> None:
         self.templates = load_templates(sql_dir)
         self.statements = {
-            "array": {n: WRAP_ARRAY.format(template=t) for n, t in self.templates.items()},
             "object": {n: WRAP_OBJECT.format(template=t) for n, t in self.templates.items()},
+            "page": {n: WRAP_PAGE.format(template=t) for n, t in self.templates.items()},
             "value": dict(self.templates),
         }
         self.tracer = tracer
@@ -84,7 +98,7 @@ class Database:
         keys = ("pool_min", "pool_max", "pool_size", "pool_available", "requests_waiting")
         return {key: stats.get(key, 0) for key in keys}
 
-    def _fetch_one_value(self, kind: str, name: str, params: Mapping[str, Any] | None) -> Any:
+    def _fetch_row(self, kind: str, name: str, params: Mapping[str, Any] | None) -> tuple | None:
         sql = self.statements[kind][name]
         with self.tracer.start_as_current_span(f"sql {name}") as span:
             span.set_attribute("db.system", "postgresql")
@@ -98,10 +112,16 @@ class Database:
             except psycopg.OperationalError as exc:
                 span.record_exception(exc)
                 raise DatabaseUnavailable(_describe(exc)) from exc
+        return row
+
+    def _fetch_one_value(self, kind: str, name: str, params: Mapping[str, Any] | None) -> Any:
+        row = self._fetch_row(kind, name, params)
         return None if row is None else row[0]
 
-    def query_array_json(self, name: str, params: Mapping[str, Any] | None = None) -> list:
-        return self._fetch_one_value("array", name, params)
+    def query_page(self, name: str, params: Mapping[str, Any] | None = None) -> Page:
+        """A page of a feed template: its JSON array as text, its size and its last row's keyset."""
+        json_text, size, last_created_at, last_uuid = self._fetch_row("page", name, params)
+        return Page(json_text, size, last_created_at, last_uuid)
 
     def query_object_json(self, name: str, params: Mapping[str, Any] | None = None) -> dict | None:
         return self._fetch_one_value("object", name, params)

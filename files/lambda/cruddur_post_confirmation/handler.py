@@ -57,8 +57,11 @@ def user_row(event: dict) -> dict:
 def _connect():
     global _connection
     if _connection is None or _connection.closed:
+        url = os.environ.get("CONNECTION_URL")
+        if not url:
+            raise RuntimeError("CONNECTION_URL is not set in the function's environment")
         _connection = psycopg2.connect(
-            os.environ["CONNECTION_URL"], connect_timeout=5,
+            url, connect_timeout=5,
             application_name="cruddur-post-confirmation")
         _connection.autocommit = True
     return _connection
