@@ -131,3 +131,41 @@ def create_migrated_database(prefix: str, seed: bool = True) -> str:
             cur.execute((REPO / "sql" / "seed" / "seed.sql").read_text())
     conn.close()
     return name
+
+
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """moto in server mode on loopback, configured for offline use before anything is created:
+    Lambda and Batch never use Docker, and DOCKER_HOST points nowhere."""
+    import json
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, **AWS_ENV, "DOCKER_HOST": "unix:///nonexistent/docker.sock",
+           "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"}
+    proc = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            body = json.dumps({"lambda": {"use_docker": False}, "batch": {"use_docker": False}}).encode()
+            request = urllib.request.Request(f"{endpoint}/moto-api/config", data=body, method="POST",
+                                             headers={"Content-Type": "application/json"})
+            urllib.request.urlopen(request, timeout=2).read()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("moto_server did not start")
+            time.sleep(0.2)
+    yield endpoint
+    proc.terminate()
+    proc.wait(timeout=10)

@@ -1,0 +1,92 @@
+"""cognito-reconcile heals users the trigger missed: the real module against moto's Cognito and a
+real PostgreSQL database."""
+
+import sys
+import uuid
+
+import boto3
+import pytest
+
+from conftest import AWS_ENV, PG, REPO, create_migrated_database, drop_database, query, run_playbook
+
+sys.path.insert(0, str(REPO / "files" / "lambda" / "cruddur_post_confirmation"))
+import handler  # noqa: E402
+
+
+@pytest.fixture
+def database():
+    name = create_migrated_database("cruddur_reconcile")
+    yield name
+    drop_database(name)
+
+
+@pytest.fixture
+def cognito(moto_endpoint):
+    return boto3.client("cognito-idp", endpoint_url=moto_endpoint, region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def add_user(cognito, pool, username, confirmed=True, **attributes):
+    attrs = {"name": f"Name {username}", "email": f"{username}@example.com", "preferred_username": username,
+             **attributes}
+    cognito.admin_create_user(UserPoolId=pool, Username=username, MessageAction="SUPPRESS",
+                              UserAttributes=[{"Name": k, "Value": v} for k, v in attrs.items() if v is not None])
+    if confirmed:
+        cognito.admin_set_user_password(UserPoolId=pool, Username=username, Password="Passw0rd!long", Permanent=True)
+    user = cognito.admin_get_user(UserPoolId=pool, Username=username)
+    return {a["Name"]: a["Value"] for a in user["UserAttributes"]}
+
+
+def reconcile(endpoint, pool, database, *args):
+    return run_playbook("playbooks/cognito-reconcile.yml", *args, env=AWS_ENV, extra_vars={
+        "cruddur_lambda_user_pool_id": pool, "cruddur_lambda_aws_endpoint_url": endpoint,
+        "cruddur_db_name": database})
+
+
+def test_missing_confirmed_users_are_inserted_once(moto_endpoint, cognito, database, monkeypatch):
+    pool = cognito.create_user_pool(PoolName=f"cruddur-{uuid.uuid4().hex[:6]}")["UserPool"]["Id"]
+    confirmed = [add_user(cognito, pool, f"user{i:02d}") for i in range(65)]  # more than one page
+    for i in range(3):
+        add_user(cognito, pool, f"pending{i}", confirmed=False)
+    incomplete = add_user(cognito, pool, "nohandle", preferred_username=None)
+    # The trigger worked for the first ten.
+    monkeypatch.setenv("CONNECTION_URL",
+                       f"postgresql://{PG['user']}:{PG['password']}@{PG['host']}:{PG['port']}/{database}")
+    handler._discard_connection()
+    for attrs in confirmed[:10]:
+        handler.lambda_handler({"request": {"userAttributes": attrs}}, None)
+    handler._discard_connection()
+    count = "SELECT count(*) FROM users WHERE cognito_user_id IS NOT NULL"
+
+    check = reconcile(moto_endpoint, pool, database, "--check")
+    assert check.rc == 0 and check.changed() == 1, check.output[-3000:]
+    assert "Would insert 55 of 65 confirmed users" in check.output
+    assert query(database, count) == [(10,)]
+
+    run = reconcile(moto_endpoint, pool, database)
+    assert run.rc == 0 and run.changed() == 1, run.output[-3000:]
+    assert f"Skipped: {incomplete['sub']}" in run.output
+    rows = query(database, "SELECT display_name, email, handle, cognito_user_id FROM users"
+                           " WHERE cognito_user_id IS NOT NULL ORDER BY handle")
+    assert rows == [(a["name"], a["email"], a["preferred_username"], a["sub"]) for a in confirmed]
+
+    again = reconcile(moto_endpoint, pool, database)
+    assert again.rc == 0 and again.changed() == 0, again.output[-3000:]
+    assert query(database, count) == [(65,)]
+
+
+def test_a_conflicting_user_fails_visibly_and_the_others_are_recorded(moto_endpoint, cognito, database):
+    pool = cognito.create_user_pool(PoolName=f"cruddur-{uuid.uuid4().hex[:6]}")["UserPool"]["Id"]
+    good = add_user(cognito, pool, "fresh")
+    clash = add_user(cognito, pool, "clash", preferred_username="andrewbrown")  # a seed user's handle
+    run = reconcile(moto_endpoint, pool, database)
+    assert run.rc != 0
+    assert "1 confirmed user(s) could not be recorded" in run.output
+    assert query(database, "SELECT count(*) FROM users WHERE cognito_user_id = %s", (good["sub"],)) == [(1,)]
+    assert query(database, "SELECT count(*) FROM users WHERE cognito_user_id = %s", (clash["sub"],)) == [(0,)]
+
+
+def test_an_unknown_pool_is_named(moto_endpoint, database):
+    run = reconcile(moto_endpoint, "us-east-1_doesnotexist", database)
+    assert run.rc != 0
+    assert "cannot list the users of pool us-east-1_doesnotexist" in run.output
