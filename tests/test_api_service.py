@@ -65,3 +65,31 @@ def test_create_and_read_back_through_the_service(converged):
 def test_health(converged):
     status, body = http("GET", "/api/health")
     assert status == 200 and body["database"] == "ok"
+
+
+def gunicorn_master_pid(host):
+    status = host.run("supervisorctl pid cruddur-api")
+    assert status.rc == 0, status.stdout
+    return int(status.stdout.strip())
+
+
+def test_restarts_only_when_its_configuration_changes(host, converged):
+    from conftest import run_playbook
+
+    pid = gunicorn_master_pid(host)
+    unchanged = run_playbook("playbooks/api-deploy.yml")
+    assert unchanged.rc == 0 and unchanged.changed() == 0, unchanged.output[-3000:]
+    assert gunicorn_master_pid(host) == pid
+
+    try:
+        changed = run_playbook("playbooks/api-deploy.yml", extra_vars={"cruddur_api_feed_page_size": 1})
+        assert changed.rc == 0, changed.output[-3000:]
+        assert "RUNNING HANDLER [cruddur_api : Restart cruddur-api under supervisor]" in changed.output
+        assert gunicorn_master_pid(host) != pid
+        status, feed = http("GET", "/api/activities/home")
+        assert status == 200 and len(feed) == 1  # the new configuration is live
+    finally:
+        restored = run_playbook("playbooks/api-deploy.yml")
+    assert restored.rc == 0, restored.output[-3000:]
+    status, feed = http("GET", "/api/activities/home")
+    assert status == 200 and len(feed) > 1
