@@ -109,6 +109,9 @@ def test_sessions_prints_a_table(converged):
 def test_setup_then_migrate_and_seed_again_change_nothing(scratch_db_name):
     first = setup_scratch(scratch_db_name)
     assert first.changed() > 0
+    # db-setup leaves the URL file alone; db-create writes it once.
+    assert run_playbook("playbooks/db-create.yml", extra_vars={
+        "cruddur_db_name": scratch_db_name, "cruddur_db_env_file": SCRATCH_ENV_FILE}).rc == 0
     for playbook in ("db-create", "db-migrate", "db-seed"):
         again = run_playbook(f"playbooks/{playbook}.yml",
                              extra_vars={"cruddur_db_name": scratch_db_name, "cruddur_db_env_file": SCRATCH_ENV_FILE})
@@ -238,7 +241,7 @@ def test_no_password_in_verbose_output(scratch_db_name, tmp_path):
               "cruddur_db_password": password, "cruddur_db_env_file": env_file}
     try:
         outputs = [run_playbook(f"playbooks/{p}.yml", "-vvv", extra_vars=common)
-                   for p in ("db-setup", "db-migrate", "db-seed", "db-sessions", "db-rollback")]
+                   for p in ("db-setup", "db-create", "db-migrate", "db-seed", "db-sessions", "db-rollback")]
         outputs.append(run_playbook("playbooks/db-migrate.yml", "-vvv",
                                     extra_vars={**common, "cruddur_db_host": "127.0.0.2"}))  # failing
     finally:

@@ -1,0 +1,132 @@
+"""The offline AWS sandbox: moto in server mode on loopback, configured so that Lambda and
+Batch never use Docker (nothing is ever pulled), with a Cognito user pool to wire the trigger to.
+
+    bin/sandbox start      start moto (if not running) and create the sandbox user pool
+    bin/sandbox stop       stop it
+    bin/sandbox run ARGS   start, then ansible-playbook -i inventories/sandbox ARGS
+                           (default: playbooks/aws-site.yml)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+STATE = REPO / ".cache" / "sandbox"
+HOST = "127.0.0.1"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_DEFAULT_REGION": "us-east-1"}
+POOL_NAME = "cruddur-sandbox"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def start_moto(port: int, log_path: Path | None = None) -> subprocess.Popen:
+    """Start moto_server on HOST:port and configure it for offline use before anything exists."""
+    env = {**os.environ, **CREDENTIALS, "DOCKER_HOST": "unix:///nonexistent/docker.sock",
+           "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"}
+    output = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 (lives with moto)
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", HOST, "-p", str(port)],
+                            env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    endpoint = f"http://{HOST}:{port}"
+    body = json.dumps({"lambda": {"use_docker": False}, "batch": {"use_docker": False}}).encode()
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            request = urllib.request.Request(f"{endpoint}/moto-api/config", data=body, method="POST",
+                                             headers={"Content-Type": "application/json"})
+            urllib.request.urlopen(request, timeout=2).read()
+            return proc
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError(f"moto_server did not start on {endpoint}") from None
+            time.sleep(0.2)
+
+
+def ensure_user_pool(endpoint: str) -> str:
+    import boto3
+
+    client = boto3.client("cognito-idp", endpoint_url=endpoint, region_name=CREDENTIALS["AWS_DEFAULT_REGION"],
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    for pool in client.list_user_pools(MaxResults=60)["UserPools"]:
+        if pool["Name"] == POOL_NAME:
+            return pool["Id"]
+    return client.create_user_pool(
+        PoolName=POOL_NAME,
+        Policies={"PasswordPolicy": {"MinimumLength": 12, "RequireSymbols": True}},
+        AutoVerifiedAttributes=["email"],
+        UsernameAttributes=["email"],
+        EmailVerificationSubject="Your Cruddur verification code",
+        UserPoolTags={"app": "cruddur"},
+    )["UserPool"]["Id"]
+
+
+def running_endpoint() -> str | None:
+    try:
+        pid = int((STATE / "moto.pid").read_text())
+        port = int((STATE / "moto.port").read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return f"http://{HOST}:{port}"
+
+
+def start() -> dict:
+    endpoint = running_endpoint()
+    if endpoint is None:
+        STATE.mkdir(parents=True, exist_ok=True)
+        port = int(os.environ.get("CRUDDUR_SANDBOX_PORT") or free_port())
+        proc = start_moto(port, STATE / "moto.log")
+        (STATE / "moto.pid").write_text(str(proc.pid))
+        (STATE / "moto.port").write_text(str(port))
+        endpoint = f"http://{HOST}:{port}"
+    pool = ensure_user_pool(endpoint)
+    return {**CREDENTIALS, "CRUDDUR_SANDBOX_ENDPOINT": endpoint, "CRUDDUR_SANDBOX_USER_POOL_ID": pool}
+
+
+def stop() -> None:
+    try:
+        pid = int((STATE / "moto.pid").read_text())
+        os.killpg(pid, signal.SIGTERM)
+    except (OSError, ValueError):
+        pass
+    for name in ("moto.pid", "moto.port"):
+        (STATE / name).unlink(missing_ok=True)
+
+
+def main(argv: list[str]) -> int:
+    command = argv[0] if argv else "run"
+    if command == "stop":
+        stop()
+        return 0
+    env = start()
+    if command == "start":
+        for key in ("CRUDDUR_SANDBOX_ENDPOINT", "CRUDDUR_SANDBOX_USER_POOL_ID"):
+            print(f"export {key}={env[key]}")
+        return 0
+    if command != "run":
+        print(__doc__, file=sys.stderr)
+        return 2
+    args = argv[1:] or ["playbooks/aws-site.yml"]
+    venv_bin = Path(sys.executable).parent
+    full_env = {**os.environ, **env, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+                "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}"}
+    return subprocess.call([str(venv_bin / "ansible-playbook"), "-i", "inventories/sandbox", *args],
+                           cwd=REPO, env=full_env)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
