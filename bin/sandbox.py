@@ -68,7 +68,6 @@ def ensure_user_pool(endpoint: str) -> str:
         PoolName=POOL_NAME,
         Policies={"PasswordPolicy": {"MinimumLength": 12, "RequireSymbols": True}},
         AutoVerifiedAttributes=["email"],
-        UsernameAttributes=["email"],
         EmailVerificationSubject="Your Cruddur verification code",
         UserPoolTags={"app": "cruddur"},
     )["UserPool"]["Id"]
@@ -94,6 +93,7 @@ def start() -> dict:
         (STATE / "moto.port").write_text(str(port))
         endpoint = f"http://{HOST}:{port}"
     pool = ensure_user_pool(endpoint)
+    (STATE / "user_pool_id").write_text(pool)
     return {**CREDENTIALS, "CRUDDUR_SANDBOX_ENDPOINT": endpoint, "CRUDDUR_SANDBOX_USER_POOL_ID": pool}
 
 
@@ -103,7 +103,7 @@ def stop() -> None:
         os.killpg(pid, signal.SIGTERM)
     except (OSError, ValueError):
         pass
-    for name in ("moto.pid", "moto.port"):
+    for name in ("moto.pid", "moto.port", "user_pool_id"):
         (STATE / name).unlink(missing_ok=True)
 
 
