@@ -85,8 +85,6 @@ UPDATABLE = (
     "PoolName",
     "UserPoolTier",
 )
-# Read-only fields that describe_user_pool nests inside updatable settings.
-READ_ONLY_NESTED = {"AdminCreateUserConfig": ("UnusedAccountValidityDays",)}
 
 
 def desired_lambda_config(current, trigger, lambda_arn, state):
@@ -104,9 +102,12 @@ def update_request(pool, lambda_config):
     for key in UPDATABLE:
         if key in pool:
             request[key] = pool[key]
-    for key, fields in READ_ONLY_NESTED.items():
-        if key in request:
-            request[key] = {k: v for k, v in request[key].items() if k not in fields}
+    # The deprecated UnusedAccountValidityDays is refused next to its successor,
+    # PasswordPolicy.TemporaryPasswordValidityDays; send it back only when it stands alone.
+    admin = request.get("AdminCreateUserConfig")
+    password_policy = request.get("Policies", {}).get("PasswordPolicy", {})
+    if admin and "TemporaryPasswordValidityDays" in password_policy:
+        request["AdminCreateUserConfig"] = {k: v for k, v in admin.items() if k != "UnusedAccountValidityDays"}
     request["LambdaConfig"] = lambda_config
     return request
 

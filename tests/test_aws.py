@@ -1,0 +1,230 @@
+"""The AWS plays and the project's AWS modules against moto's server on loopback (offline)."""
+
+import json
+import os
+import secrets
+import subprocess
+import urllib.request
+
+import boto3
+import pytest
+
+from conftest import AWS_ENV, REPO, VENV_BIN, run_playbook
+
+
+def client(endpoint, service):
+    return boto3.client(service, endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+@pytest.fixture
+def aws(moto_endpoint):
+    """A clean emulator for each test (state reset, offline configuration kept)."""
+    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"),
+                           timeout=10).read()
+    return moto_endpoint
+
+
+@pytest.fixture
+def pool(aws):
+    return client(aws, "cognito-idp").create_user_pool(
+        PoolName="cruddur-test",
+        Policies={"PasswordPolicy": {"MinimumLength": 14}},
+        AutoVerifiedAttributes=["email"],
+        LambdaConfig={"PreSignUp": "arn:aws:lambda:us-east-1:123456789012:function:pre"},
+        UserPoolTags={"team": "cruddur"},
+    )["UserPool"]["Id"]
+
+
+def sandbox(aws, pool_id, playbook, *args, tmp_path, **extra_vars):
+    env = {**AWS_ENV, "CRUDDUR_SANDBOX_ENDPOINT": aws, "CRUDDUR_SANDBOX_USER_POOL_ID": pool_id}
+    return run_playbook(playbook, "-i", "inventories/sandbox", *args, env=env,
+                        extra_vars={"cruddur_rds_env_file": tmp_path / "sandbox.env",
+                                    "cruddur_lambda_build_dir": REPO / "build" / "lambda", **extra_vars})
+
+
+def module(aws, name, args, *flags):
+    """Run one of the project's modules ad hoc; return its JSON result."""
+    library = ":".join(str(REPO / "roles" / role / "library") for role in ("cruddur_lambda", "cruddur_dev_access"))
+    env = {**os.environ, **AWS_ENV, "ANSIBLE_LIBRARY": library, "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+           "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json", "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
+    proc = subprocess.run(
+        [str(VENV_BIN / "ansible"), "localhost", "-c", "local", "-e", f"ansible_python_interpreter={VENV_BIN}/python",
+         "-m", name, "-a", json.dumps({"region": "us-east-1", "endpoint_url": aws, **args}), *flags],
+        cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    return json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+
+
+# --- the Cognito trigger module ------------------------------------------------------------
+
+ARN = "arn:aws:lambda:us-east-1:123456789012:function:cruddur-post-confirmation"
+
+
+def describe(aws, pool_id):
+    pool = client(aws, "cognito-idp").describe_user_pool(UserPoolId=pool_id)["UserPool"]
+    return {k: v for k, v in pool.items() if k not in ("LastModifiedDate", "LambdaConfig")}, pool["LambdaConfig"]
+
+
+def test_trigger_is_merged_and_nothing_else_changes(aws, pool):
+    settings_before, _ = describe(aws, pool)
+    result = module(aws, "cruddur_cognito_trigger", {"user_pool_id": pool, "lambda_arn": ARN})
+    assert result["changed"] is True
+    settings_after, lambda_config = describe(aws, pool)
+    assert lambda_config == {"PreSignUp": "arn:aws:lambda:us-east-1:123456789012:function:pre",
+                             "PostConfirmation": ARN}
+    assert settings_after == settings_before
+    assert module(aws, "cruddur_cognito_trigger", {"user_pool_id": pool, "lambda_arn": ARN})["changed"] is False
+
+
+def test_trigger_check_mode_and_diff_change_nothing(aws, pool):
+    result = module(aws, "cruddur_cognito_trigger", {"user_pool_id": pool, "lambda_arn": ARN}, "--check", "--diff")
+    assert result["changed"] is True
+    assert result["diff"]["after"]["LambdaConfig"]["PostConfirmation"] == ARN
+    assert "PostConfirmation" not in result["diff"]["before"]["LambdaConfig"]
+    assert "PostConfirmation" not in describe(aws, pool)[1]
+
+
+def test_trigger_absent_removes_only_that_trigger(aws, pool):
+    module(aws, "cruddur_cognito_trigger", {"user_pool_id": pool, "lambda_arn": ARN})
+    result = module(aws, "cruddur_cognito_trigger", {"user_pool_id": pool, "state": "absent"})
+    assert result["changed"] is True
+    assert describe(aws, pool)[1] == {"PreSignUp": "arn:aws:lambda:us-east-1:123456789012:function:pre"}
+
+
+def test_trigger_on_an_unknown_pool_is_named(aws):
+    result = module(aws, "cruddur_cognito_trigger", {"user_pool_id": "us-east-1_nope", "lambda_arn": ARN})
+    assert result.get("failed") is True
+    assert "user pool us-east-1_nope does not exist" in result["msg"]
+
+
+# --- the developer-address rule module -----------------------------------------------------
+
+@pytest.fixture
+def group(aws):
+    ec2 = client(aws, "ec2")
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
+    group_id = ec2.create_security_group(GroupName="db", Description="db", VpcId=vpc)["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "192.0.2.1/32", "Description": "ssh"}]},
+        {"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432,
+         "IpRanges": [{"CidrIp": "192.0.2.2/32", "Description": "office"}]},
+    ])
+    return group_id
+
+
+def ingress(aws, group_id):
+    rules = client(aws, "ec2").describe_security_group_rules(
+        Filters=[{"Name": "group-id", "Values": [group_id]}])["SecurityGroupRules"]
+    return sorted((r["FromPort"], r.get("CidrIpv4") or r.get("CidrIpv6") or r.get("ReferencedGroupInfo", {}).get("GroupId", ""),
+                   r.get("Description") or "", r["SecurityGroupRuleId"])
+                  for r in rules if not r["IsEgress"])
+
+
+def developer(aws, group_id):
+    return [(cidr, rule_id) for port, cidr, desc, rule_id in ingress(aws, group_id) if desc == "GITPOD"]
+
+
+def test_one_rule_that_follows_the_address(aws, group):
+    others = [r for r in ingress(aws, group)]
+    first = module(aws, "cruddur_sg_address_rule", {"group_id": group, "cidr": "203.0.113.7"})
+    assert first["changed"] is True and first["cidr"] == "203.0.113.7/32"
+    assert module(aws, "cruddur_sg_address_rule", {"group_id": group, "cidr": "203.0.113.7/32"})["changed"] is False
+    (cidr, rule_id), = developer(aws, group)
+    moved = module(aws, "cruddur_sg_address_rule", {"group_id": group, "cidr": "198.51.100.4"}, "--diff")
+    assert moved["changed"] is True
+    assert moved["diff"] == {"before": {"cidrs": ["203.0.113.7/32"]}, "after": {"cidrs": ["198.51.100.4/32"]}}
+    assert developer(aws, group) == [("198.51.100.4/32", rule_id)]  # modified in place, nothing accumulates
+    assert [r for r in ingress(aws, group) if r[2] != "GITPOD"] == others
+
+
+def test_duplicated_rules_collapse_to_one(aws, group):
+    client(aws, "ec2").authorize_security_group_ingress(GroupId=group, IpPermissions=[{
+        "IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432,
+        "IpRanges": [{"CidrIp": "203.0.113.1/32", "Description": "GITPOD"},
+                     {"CidrIp": "203.0.113.2/32", "Description": "GITPOD"}]}])
+    module(aws, "cruddur_sg_address_rule", {"group_id": group, "cidr": "203.0.113.2"})
+    assert [cidr for cidr, _ in developer(aws, group)] == ["203.0.113.2/32"]
+
+
+@pytest.mark.parametrize("cidr", ["0.0.0.0/0", "::/0", "203.0.113.0/24", "2001:db8::/64", "not-an-ip"])
+def test_wide_or_bad_cidrs_are_refused_and_change_nothing(aws, group, cidr):
+    module(aws, "cruddur_sg_address_rule", {"group_id": group, "cidr": "203.0.113.7"})
+    before = ingress(aws, group)
+    result = module(aws, "cruddur_sg_address_rule", {"group_id": group, "cidr": cidr})
+    assert result.get("failed") is True
+    assert "refusing" in result["msg"] or "is not an IP address" in result["msg"]
+    assert ingress(aws, group) == before
+
+
+def test_a_wide_prefix_only_when_forced(aws, group):
+    result = module(aws, "cruddur_sg_address_rule", {"group_id": group, "cidr": "203.0.113.0/24", "force_wide": True})
+    assert result["changed"] is True
+    assert [cidr for cidr, _ in developer(aws, group)] == ["203.0.113.0/24"]
+
+
+def test_ipv6_address(aws, group):
+    module(aws, "cruddur_sg_address_rule", {"group_id": group, "cidr": "2001:db8::7"})
+    assert [cidr for cidr, _ in developer(aws, group)] == ["2001:db8::7/128"]
+
+
+def test_check_mode_changes_nothing(aws, group):
+    before = ingress(aws, group)
+    result = module(aws, "cruddur_sg_address_rule", {"group_id": group, "cidr": "203.0.113.7"}, "--check")
+    assert result["changed"] is True
+    assert ingress(aws, group) == before
+
+
+# --- the plays -----------------------------------------------------------------------------
+
+def test_refused_wide_cidr_through_the_playbook(aws, pool, tmp_path):
+    assert sandbox(aws, pool, "playbooks/aws-rds.yml", tmp_path=tmp_path).rc == 0
+    assert sandbox(aws, pool, "playbooks/aws-dev-access.yml", tmp_path=tmp_path).rc == 0
+    group_id = client(aws, "ec2").describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": ["cruddur-db-sg"]}])["SecurityGroups"][0]["GroupId"]
+    before = ingress(aws, group_id)
+    refused = sandbox(aws, pool, "playbooks/aws-dev-access.yml", tmp_path=tmp_path,
+                      cruddur_dev_access_ip="0.0.0.0/0")
+    assert refused.rc != 0
+    assert "refusing 0.0.0.0/0 (every address on the internet)" in refused.output
+    assert ingress(aws, group_id) == before
+
+
+def test_no_secret_in_verbose_output_and_teardown_keeps_a_final_snapshot(aws, pool, tmp_path):
+    given = f"Given{secrets.token_hex(10)}"
+    runs = [sandbox(aws, pool, "playbooks/aws-site.yml", "-vvv", tmp_path=tmp_path,
+                    cruddur_rds_master_password=given)]
+    env_file = (tmp_path / "sandbox.env").read_text()
+    assert given in env_file and (tmp_path / "sandbox.env").stat().st_mode & 0o777 == 0o600
+    runs.append(sandbox(aws, pool, "playbooks/aws-teardown.yml", "-vvv", tmp_path=tmp_path,
+                        cruddur_rds_final_snapshot_identifier="cruddur-final-test"))
+    # Again without a given password: one is generated and kept in SSM.
+    runs.append(sandbox(aws, pool, "playbooks/aws-site.yml", "-vvv", tmp_path=tmp_path))
+    generated = client(aws, "ssm").get_parameter(Name="/cruddur/rds/master-password",
+                                                 WithDecryption=True)["Parameter"]["Value"]
+    assert all(run.rc == 0 for run in runs), [run.output[-2000:] for run in runs]
+    for run in runs:
+        assert given not in run.output
+        assert generated not in run.output
+    snapshots = client(aws, "rds").describe_db_snapshots(SnapshotType="manual")["DBSnapshots"]
+    assert [s["DBSnapshotIdentifier"] for s in snapshots] == ["cruddur-final-test"]
+    function = client(aws, "lambda").get_function(FunctionName="cruddur-post-confirmation")["Configuration"]
+    assert generated in function["Environment"]["Variables"]["CONNECTION_URL"]
+
+
+def test_teardown_removes_everything_in_order(aws, pool, tmp_path):
+    assert sandbox(aws, pool, "playbooks/aws-site.yml", tmp_path=tmp_path).rc == 0
+    down = sandbox(aws, pool, "playbooks/aws-teardown.yml", tmp_path=tmp_path,
+                   cruddur_rds_skip_final_snapshot=True)
+    assert down.rc == 0, down.output[-3000:]
+    assert client(aws, "rds").describe_db_instances()["DBInstances"] == []
+    assert client(aws, "rds").describe_db_snapshots(SnapshotType="manual")["DBSnapshots"] == []
+    assert client(aws, "lambda").list_functions()["Functions"] == []
+    assert "PostConfirmation" not in client(aws, "cognito-idp").describe_user_pool(
+        UserPoolId=pool)["UserPool"]["LambdaConfig"]
+    roles = [r["RoleName"] for r in client(aws, "iam").list_roles()["Roles"]]
+    assert "cruddur-post-confirmation-role" not in roles
+    groups = client(aws, "ec2").describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": ["cruddur-db-sg"]}])["SecurityGroups"]
+    assert groups == []
+    again = sandbox(aws, pool, "playbooks/aws-teardown.yml", tmp_path=tmp_path, cruddur_rds_skip_final_snapshot=True)
+    assert again.rc == 0 and again.changed() == 0, again.output[-3000:]
