@@ -93,3 +93,15 @@ def test_restarts_only_when_its_configuration_changes(host, converged):
     assert restored.rc == 0, restored.output[-3000:]
     status, feed = http("GET", "/api/activities/home")
     assert status == 200 and len(feed) > 1
+
+
+def test_the_venv_holds_exactly_the_pinned_requirements(host, converged):
+    from conftest import REPO
+
+    pinned = {line.strip().lower().replace("_", "-") for line in (REPO / "files/api/requirements.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")}
+    freeze = host.run("/opt/cruddur-api/venv/bin/pip freeze --all --exclude pip")
+    assert freeze.rc == 0, freeze.stderr
+    installed = {line.strip().lower().replace("_", "-") for line in freeze.stdout.splitlines() if line.strip()}
+    assert pinned <= installed
+    assert not {name.split("==")[0] for name in installed - pinned} - {"setuptools", "wheel"}

@@ -2,10 +2,13 @@
 (this machine here, a container in the container scenario)."""
 
 import json
+import os
 
 import pytest
 
-PSQL = "PGPASSWORD=password psql -h 127.0.0.1 -U postgres -d cruddur -tAc"
+PG_PORT = os.environ.get("CRUDDUR_PG_PORT", "5432")
+API_PORT = os.environ.get("CRUDDUR_API_PORT", "4567")
+PSQL = f"PGPASSWORD=password psql -h 127.0.0.1 -p {PG_PORT} -U postgres -d cruddur -tAc"
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +24,7 @@ def sql(host, statement):
 
 def test_postgresql_listens(target):
     assert target.package("postgresql").is_installed
-    assert target.socket("tcp://127.0.0.1:5432").is_listening
+    assert target.socket(f"tcp://127.0.0.1:{PG_PORT}").is_listening
 
 
 def test_schema_and_seed(target):
@@ -33,9 +36,10 @@ def test_schema_and_seed(target):
 
 
 def test_api_answers_the_home_feed(target):
-    assert target.socket("tcp://127.0.0.1:4567").is_listening
+    assert target.socket(f"tcp://127.0.0.1:{API_PORT}").is_listening
     fetch = ("/usr/bin/python3 -c \"import urllib.request;"
-             " print(urllib.request.urlopen('http://127.0.0.1:4567/api/activities/home?limit=100').read().decode())\"")
+             f" print(urllib.request.urlopen('http://127.0.0.1:{API_PORT}/api/activities/home?limit=100')"
+             ".read().decode())\"")
     result = target.run(fetch)
     assert result.rc == 0, result.stderr
     messages = [activity["message"] for activity in json.loads(result.stdout)]
