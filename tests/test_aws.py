@@ -228,3 +228,18 @@ def test_teardown_removes_everything_in_order(aws, pool, tmp_path):
     assert groups == []
     again = sandbox(aws, pool, "playbooks/aws-teardown.yml", tmp_path=tmp_path, cruddur_rds_skip_final_snapshot=True)
     assert again.rc == 0 and again.changed() == 0, again.output[-3000:]
+
+
+def test_check_mode_creates_nothing_and_reports_nothing_on_a_converged_account(aws, pool, tmp_path):
+    empty = sandbox(aws, pool, "playbooks/aws-site.yml", "--check", tmp_path=tmp_path)
+    assert empty.rc == 0 and empty.changed() > 0, empty.output[-3000:]
+    assert client(aws, "rds").describe_db_instances()["DBInstances"] == []
+    assert client(aws, "lambda").list_functions()["Functions"] == []
+    assert sandbox(aws, pool, "playbooks/aws-site.yml", tmp_path=tmp_path).rc == 0
+    converged = sandbox(aws, pool, "playbooks/aws-site.yml", "--check", tmp_path=tmp_path)
+    assert converged.rc == 0 and converged.changed() == 0, converged.output[-3000:]
+    teardown = sandbox(aws, pool, "playbooks/aws-teardown.yml", "--check", tmp_path=tmp_path,
+                       cruddur_rds_skip_final_snapshot=True)
+    assert teardown.rc == 0 and teardown.changed() > 0, teardown.output[-3000:]
+    assert len(client(aws, "rds").describe_db_instances()["DBInstances"]) == 1
+    assert len(client(aws, "lambda").list_functions()["Functions"]) == 1
