@@ -270,3 +270,12 @@ def test_db_connect_prod_without_url_says_what_to_run(tmp_path):
     if result.returncode == 0:
         pytest.skip("a PROD_CONNECTION_URL is configured on this machine")
     assert "PROD_CONNECTION_URL is not in .env" in result.stderr
+
+
+def test_dropping_twice_changes_nothing_the_second_time(scratch_db_name):
+    setup_scratch(scratch_db_name)
+    first = run_playbook("playbooks/db-drop.yml", extra_vars={"cruddur_db_name": scratch_db_name})
+    assert first.rc == 0 and first.changed() == 1, first.output[-3000:]
+    second = run_playbook("playbooks/db-drop.yml", extra_vars={"cruddur_db_name": scratch_db_name})
+    assert second.rc == 0 and second.changed() == 0, second.output[-3000:]
+    assert query("postgres", "SELECT count(*) FROM pg_database WHERE datname = %s", (scratch_db_name,)) == [(0,)]
