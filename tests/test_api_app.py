@@ -1,5 +1,7 @@
 """The Flask app against a real PostgreSQL database created (and dropped) by the fixtures."""
 
+import base64
+import json
 import sys
 import time
 import uuid
@@ -7,6 +9,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -288,3 +292,179 @@ def test_templates_are_read_once_at_start(client, monkeypatch):
     monkeypatch.setattr("builtins.open", no_reading)
     assert client.get("/api/activities/home").status_code == 200
     assert create(client).status_code == 201
+
+
+# --- hostile input -----------------------------------------------------------------------
+
+def post_raw(client, text):
+    return client.post("/api/activities", data=text, content_type="application/json")
+
+
+@pytest.mark.parametrize("raw, error", [
+    ('{"message": "a\\u0000b", "ttl": "1-day", "handle": "bayko"}', "message_invalid_characters"),
+    ('{"message": "lone \\ud800", "ttl": "1-day", "handle": "bayko"}', "message_invalid_characters"),
+    ('{"message": "hi", "ttl": "1-day", "handle": "\\ud800"}', "user_handle_invalid_characters"),
+    ('{"message": "hi", "ttl": "1-day", "handle": "bay\\u0000ko"}', "user_handle_invalid_characters"),
+    ('{"message": "hi", "ttl": "1-day\\u0000", "handle": "bayko"}', "ttl_invalid"),
+])
+def test_unstorable_characters_are_a_422_naming_the_field(client, database, raw, error):
+    before = count_activities(database)
+    response = post_raw(client, raw)
+    assert response.status_code == 422
+    assert response.get_json()["errors"] == [error]
+    assert count_activities(database) == before
+
+
+def test_a_surrogate_pair_is_a_character_like_any_other(client):
+    response = post_raw(client, '{"message": "smile \\ud83d\\ude00", "ttl": "1-day", "handle": "bayko"}')
+    assert response.status_code == 201
+    assert response.get_json()["message"] == "smile \U0001F600"
+
+
+def raw_cursor(text):
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+SOME_UUID = "0f6a7e5c-2b1d-4c1a-9d2e-3f4a5b6c7d8e"
+
+
+@pytest.mark.parametrize("text", [
+    f"2026-W01-1|{SOME_UUID}",                          # an ISO week date
+    f"2026-01-01T00:00:00+00:00|urn:uuid:{SOME_UUID}",  # a uuid URN
+    f"2026-01-01T00:00:00+00:00|{{{SOME_UUID}}}",       # a braced uuid
+    f"2026-01-01T00:00:00|{SOME_UUID}",                 # no offset
+    f"2026-01-01|{SOME_UUID}",                          # a date alone
+    f"9999-12-31T23:59:59-10:00|{SOME_UUID}",           # past year 9999 in UTC
+    f"0001-01-01T00:00:00+14:00|{SOME_UUID}",           # before year 1 in UTC
+    f"2026-01-01T00:00:00+00:00|{SOME_UUID}|extra",
+    "2026-01-01T00:00:00+00:00",
+])
+def test_crafted_cursors_python_parses_are_a_400(client, text):
+    response = client.get(f"/api/activities/home?cursor={raw_cursor(text)}")
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert response.get_json()["error"] == "bad_request"
+
+
+@pytest.mark.parametrize("offset", ["+20:00", "-23:59", "+05:30", "+00:00"])
+def test_cursor_offsets_are_bound_as_utc_and_never_fail(client, offset):
+    response = client.get(f"/api/activities/home?cursor={raw_cursor(f'2030-01-01T00:00:00{offset}|{SOME_UUID}')}")
+    assert response.status_code == 200
+    assert isinstance(response.get_json(), list)
+
+
+def test_a_value_the_database_refuses_is_invalid_input_not_a_crash(app):
+    from cruddur_api.db import InvalidInput
+
+    db = app.extensions["cruddur_db"]
+    with pytest.raises(InvalidInput):
+        db.query_object_json("activities/object", {"uuid": "not-a-uuid"})
+    with pytest.raises(InvalidInput):
+        db.query_value("activities/create", {"message": "a\x00b", "ttl": timedelta(hours=1), "handle": "bayko"})
+
+
+def test_the_database_refusing_a_value_is_a_400(app, client, monkeypatch):
+    from cruddur_api.db import InvalidInput
+
+    def refuse(*args, **kwargs):
+        raise InvalidInput("invalid input syntax for type uuid")
+
+    monkeypatch.setattr(app.extensions["cruddur_db"], "query_page", refuse)
+    response = client.get("/api/activities/home")
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "bad_request"
+
+
+def test_an_activity_has_the_same_json_everywhere(client):
+    created = create(client, message="same shape everywhere", handle="andrewbrown")
+    assert created.status_code == 201
+    one = client.get(created.headers["Location"])
+    feed = client.get("/api/activities/home?limit=50").get_json()
+    from_feed = [a for a in feed if a["uuid"] == created.get_json()["uuid"]]
+    assert len(from_feed) == 1
+    # Same keys in the same order with the same values, and the same bytes for the object.
+    assert list(created.get_json().items()) == list(one.get_json().items()) == list(from_feed[0].items())
+    assert created.get_data() == one.get_data()
+    assert list(from_feed[0]) == ["uuid", "display_name", "handle", "message", "replies_count",
+                                  "reposts_count", "likes_count", "reply_to_activity_uuid",
+                                  "expires_at", "created_at"]
+
+
+def test_405_keeps_allow(client):
+    response = client.delete("/api/activities/home")
+    assert response.status_code == 405
+    assert set(response.headers["Allow"].replace(" ", "").split(",")) >= {"GET", "HEAD", "OPTIONS"}
+    assert response.get_json()["error"] == "method_not_allowed"
+
+
+def test_no_cors_headers_by_default(client):
+    response = client.get("/api/activities/home", headers={"Origin": "https://frontend.example"})
+    assert "Access-Control-Allow-Origin" not in response.headers
+
+
+@pytest.fixture(scope="module")
+def cors_client(database):
+    app = create_app({
+        "CONNECTION_URL": f"postgresql://{PG['user']}:{PG['password']}@{PG['host']}:{PG['port']}/{database}",
+        "FRONTEND_URL": "https://frontend.example, http://localhost:3000/",
+    })
+    yield app.test_client()
+    app.extensions["cruddur_db"].close()
+
+
+def test_cors_allows_the_frontend_origin_only(cors_client):
+    allowed = cors_client.get("/api/activities/home?limit=1", headers={"Origin": "http://localhost:3000"})
+    assert allowed.status_code == 200
+    assert allowed.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+    assert "X-Next-Cursor" in allowed.headers["Access-Control-Expose-Headers"]
+    assert "Origin" in allowed.headers["Vary"]
+    other = cors_client.get("/api/activities/home?limit=1", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_cors_preflight_for_creating_an_activity(cors_client, database):
+    before = count_activities(database)
+    response = cors_client.options("/api/activities", headers={
+        "Origin": "https://frontend.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type"})
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == "https://frontend.example"
+    assert "POST" in response.headers["Access-Control-Allow-Methods"]
+    assert response.headers["Access-Control-Allow-Headers"] == "Content-Type"
+    assert count_activities(database) == before
+
+
+def test_only_otel_settings_are_accepted_in_the_otel_environment(database):
+    with pytest.raises(RuntimeError, match="LD_PRELOAD"):
+        create_app({"CONNECTION_URL": "postgresql://unused@127.0.0.1/none",
+                    "OTEL_ENVIRONMENT": {"LD_PRELOAD": "/tmp/x.so"}})
+
+
+ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=60)
+JSON_VALUE = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), ANY_TEXT,
+                       st.lists(ANY_TEXT, max_size=3), st.sampled_from(sorted(TTL_OFFSETS)),
+                       st.sampled_from(["bayko", "andrewbrown"]))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.one_of(st.binary(max_size=300), ANY_TEXT.map(lambda t: t.encode("utf-8", "surrogatepass"))))
+def test_property_any_bytes_as_a_body_is_never_a_5xx(client, body):
+    assert client.post("/api/activities", data=body, content_type="application/json").status_code < 500
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fields=st.dictionaries(st.sampled_from(["message", "ttl", "handle", "other"]), JSON_VALUE))
+def test_property_any_json_object_is_a_201_or_a_4xx(client, fields):
+    response = client.post("/api/activities", data=json.dumps(fields), content_type="application/json")
+    assert response.status_code in (201, 400, 413, 422), response.get_data(as_text=True)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cursor=st.one_of(ANY_TEXT, ANY_TEXT.map(lambda t: raw_cursor(t.encode("utf-8", "surrogatepass")
+                                                                       .decode("utf-8", "replace"))),
+                        st.builds(lambda d, u: raw_cursor(f"{d.isoformat()}|{u}"),
+                                  st.datetimes(timezones=st.timezones()), st.uuids())),
+       limit=st.one_of(st.none(), ANY_TEXT, st.integers().map(str)))
+def test_property_no_cursor_or_limit_is_a_5xx(client, cursor, limit):
+    query = {"cursor": cursor} if limit is None else {"cursor": cursor, "limit": limit}
+    response = client.get("/api/activities/home", query_string=query)
+    assert response.status_code in (200, 400), response.get_data(as_text=True)

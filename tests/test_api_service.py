@@ -6,18 +6,44 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
+from conftest import query
+
 BASE = "http://127.0.0.1:4567"
 
 
-def http(method, path, body=None):
+def http(method, path, body=None, headers=None):
+    status, _, parsed = http_full(method, path, body, headers)
+    return status, parsed
+
+
+def http_full(method, path, body=None, headers=None):
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(BASE + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
+            return response.status, response.headers, json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+        return exc.code, exc.headers, json.loads(exc.read())
+
+
+@pytest.fixture
+def activities_made():
+    """Activities a test creates through the service; deleted afterwards, so the user's local
+    database keeps exactly what it had."""
+    made = []
+    yield made
+    if made:
+        query("cruddur", "DELETE FROM activities WHERE uuid = ANY(%s::uuid[])", (made,))
+
+
+def post_activity(made, message, handle="andrewbrown"):
+    status, created = http("POST", "/api/activities", {"message": message, "ttl": "3-hours", "handle": handle})
+    assert status == 201, created
+    made.append(created["uuid"])
+    return created
 
 
 def test_service_runs_under_supervisor(host, converged):
@@ -37,9 +63,11 @@ def test_listens_on_the_configured_address(host, converged):
     assert not host.socket("tcp://0.0.0.0:4567").is_listening
 
 
-def test_config_file_is_private(host, converged):
+def test_config_file_is_readable_by_the_service_and_writable_by_root_only(host, converged):
     config = host.file("/etc/cruddur-api/config.json")
-    assert config.user == "cruddur" and config.mode == 0o600
+    assert config.user == "root" and config.group == "cruddur" and config.mode == 0o640
+    assert host.run("su -s /bin/sh cruddur -c 'test -r /etc/cruddur-api/config.json'").rc == 0
+    assert host.run("su -s /bin/sh cruddur -c 'test -w /etc/cruddur-api/config.json'").rc != 0
     assert stat.S_IMODE(Path("/etc/cruddur-api").stat().st_mode) == 0o750
     code = host.file("/opt/cruddur-api/app/cruddur_api/db.py")
     assert code.user == "root" and code.mode == 0o644
@@ -52,14 +80,30 @@ def test_home_feed_returns_the_seed_activity(converged):
     assert "This was imported as seed data!" in [a["message"] for a in feed]
 
 
-def test_create_and_read_back_through_the_service(converged):
-    status, created = http("POST", "/api/activities",
-                           {"message": "posted through gunicorn", "ttl": "3-hours", "handle": "andrewbrown"})
-    assert status == 201
+def test_create_and_read_back_through_the_service(converged, activities_made):
+    created = post_activity(activities_made, "posted through gunicorn")
     status, fetched = http("GET", f"/api/activities/{created['uuid']}")
-    assert status == 200 and fetched["message"] == "posted through gunicorn"
+    assert status == 200 and fetched == created
     status, feed = http("GET", "/api/activities/home")
-    assert feed[0]["uuid"] == created["uuid"]
+    assert feed[0] == created
+
+
+@pytest.mark.parametrize("raw", ['{"message": "a\\u0000b", "ttl": "1-day", "handle": "andrewbrown"}',
+                                 '{"message": "hi", "ttl": "1-day", "handle": "\\ud800"}'])
+def test_unstorable_characters_are_refused_by_the_service(converged, raw):
+    before = query("cruddur", "SELECT count(*) FROM activities")[0][0]
+    request = urllib.request.Request(BASE + "/api/activities", data=raw.encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 422
+    assert query("cruddur", "SELECT count(*) FROM activities")[0][0] == before
+
+
+def test_405_from_the_service_keeps_allow(converged):
+    status, headers, body = http_full("DELETE", "/api/activities/home")
+    assert status == 405 and "GET" in headers["Allow"]
+    assert body["error"] == "method_not_allowed"
 
 
 def test_health(converged):
@@ -73,26 +117,39 @@ def gunicorn_master_pid(host):
     return int(status.stdout.strip())
 
 
-def test_restarts_only_when_its_configuration_changes(host, converged):
+def test_restarts_only_when_its_configuration_changes(host, converged, activities_made):
     from conftest import run_playbook
 
+    # Rows of its own, so a page size of 1 shows on any database, a fresh one included.
+    post_activity(activities_made, "first of two")
+    post_activity(activities_made, "second of two")
     pid = gunicorn_master_pid(host)
     unchanged = run_playbook("playbooks/api-deploy.yml")
     assert unchanged.rc == 0 and unchanged.changed() == 0, unchanged.output[-3000:]
     assert gunicorn_master_pid(host) == pid
 
+    secret_header = "x-api-key=otel-header-f00dfeed"
     try:
-        changed = run_playbook("playbooks/api-deploy.yml", extra_vars={"cruddur_api_feed_page_size": 1})
+        changed = run_playbook("playbooks/api-deploy.yml", "-e", json.dumps({
+            "cruddur_api_feed_page_size": 1,
+            "cruddur_api_otel_environment": {"OTEL_EXPORTER_OTLP_HEADERS": secret_header},
+            "cruddur_api_frontend_url": "https://frontend.example"}))
         assert changed.rc == 0, changed.output[-3000:]
         assert "RUNNING HANDLER [cruddur_api : Restart cruddur-api under supervisor]" in changed.output
         assert gunicorn_master_pid(host) != pid
-        status, feed = http("GET", "/api/activities/home")
+        status, headers, feed = http_full("GET", "/api/activities/home", headers={"Origin": "https://frontend.example"})
         assert status == 200 and len(feed) == 1  # the new configuration is live
+        assert headers["Access-Control-Allow-Origin"] == "https://frontend.example"
+        # The OTEL header (it may carry an API key) is only in the private config file.
+        assert secret_header in host.file("/etc/cruddur-api/config.json").content_string
+        assert secret_header not in host.file("/etc/supervisor/conf.d/cruddur-api.conf").content_string
+        assert secret_header not in changed.output
     finally:
         restored = run_playbook("playbooks/api-deploy.yml")
     assert restored.rc == 0, restored.output[-3000:]
-    status, feed = http("GET", "/api/activities/home")
+    status, headers, feed = http_full("GET", "/api/activities/home", headers={"Origin": "https://frontend.example"})
     assert status == 200 and len(feed) > 1
+    assert "Access-Control-Allow-Origin" not in headers
 
 
 def test_the_venv_holds_exactly_the_pinned_requirements(host, converged):

@@ -7,7 +7,7 @@ import os
 
 from flask import Flask
 
-from . import activities, errors, tracing
+from . import activities, cors, errors, tracing
 from .db import Database
 
 DEFAULTS = {
@@ -19,6 +19,11 @@ DEFAULTS = {
     "FEED_MAX_PAGE_SIZE": 100,
     "MAX_CONTENT_LENGTH": 16 * 1024,
     "TRACER_PROVIDER": None,
+    # The frontend's origin(s) allowed by CORS (one URL, comma-separated, or a list); empty: off.
+    "FRONTEND_URL": "",
+    # OTEL_* settings (an exporter header may carry an API key): they live in the private
+    # config file, not in the service definition, and are applied before tracing starts.
+    "OTEL_ENVIRONMENT": {},
 }
 
 
@@ -42,6 +47,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     if not app.config["CONNECTION_URL"]:
         raise RuntimeError("CONNECTION_URL is not configured (config file or environment)")
 
+    otel = app.config["OTEL_ENVIRONMENT"] or {}
+    not_otel = sorted(name for name in otel if not str(name).startswith("OTEL_"))
+    if not_otel:
+        raise RuntimeError(f"OTEL_ENVIRONMENT may only hold OTEL_* settings, not {', '.join(not_otel)}")
+    os.environ.update({name: str(value) for name, value in otel.items()})
     tracer = tracing.get_tracer(app.config["TRACER_PROVIDER"])
     app.extensions["cruddur_tracer"] = tracer
     database = Database(
@@ -56,4 +66,5 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     app.register_blueprint(activities.bp)
     errors.register(app)
+    cors.register(app)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from flask import Blueprint, current_app, jsonify, request, url_for
@@ -52,9 +53,9 @@ def home():
             page = _db().query_page("activities/home", {"limit": limit})
         span.set_attribute("app.feed.rows", page.size)
     # PostgreSQL built the JSON; it goes to the client as is.
-    response = current_app.response_class(page.json_text, mimetype="application/json")
+    response = _json_text(page.json_text)
     if page.size == limit:
-        next_cursor = feed_cursor.encode(page.last_created_at.isoformat(), str(page.last_uuid))
+        next_cursor = feed_cursor.encode(page.last_created_at, page.last_uuid)
         response.headers["X-Next-Cursor"] = next_cursor
         next_url = url_for(".home", limit=limit, cursor=next_cursor)
         response.headers["Link"] = f'<{next_url}>; rel="next"'
@@ -74,9 +75,9 @@ def create():
     if not errors:
         activity = _db().query_value("activities/create", values)
         if activity is not None:
-            response = jsonify(activity)
-            response.status_code = 201
-            response.headers["Location"] = url_for(".show", activity_uuid=activity["uuid"])
+            # The JSON text PostgreSQL built, as the feed and GET serve it.
+            response = _json_text(activity, 201)
+            response.headers["Location"] = url_for(".show", activity_uuid=json.loads(activity)["uuid"])
             return response
         errors = ["user_handle_unknown"]
     data = {key: payload.get(key) for key in ("handle", "message", "ttl")}
@@ -88,7 +89,11 @@ def show(activity_uuid: uuid.UUID):
     activity = _db().query_object_json("activities/object", {"uuid": activity_uuid})
     if activity is None:
         return jsonify({"error": "not_found", "message": "no activity has this uuid"}), 404
-    return jsonify(activity)
+    return _json_text(activity)
+
+
+def _json_text(text: str, status: int = 200):
+    return current_app.response_class(text, status=status, mimetype="application/json")
 
 
 @bp.get("/api/health")

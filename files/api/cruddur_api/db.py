@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
@@ -16,7 +17,7 @@ log = logging.getLogger(__name__)
 
 SQL_DIR = Path(__file__).with_name("sql")
 
-WRAP_OBJECT = "SELECT row_to_json(object_row)\nFROM (\n{template}\n) object_row"
+WRAP_OBJECT = "SELECT row_to_json(object_row)::text\nFROM (\n{template}\n) object_row"
 # A feed page as JSON text (passed to the client untouched) plus the keyset of its last row.
 # Both aggregates read the page's rows in the same order.
 WRAP_PAGE = (
@@ -39,15 +40,31 @@ class DatabaseUnavailable(Exception):
     """The database cannot be reached (down, refusing connections, or the pool is exhausted)."""
 
 
+class InvalidInput(ValueError):
+    """PostgreSQL (or the driver, before sending) refused a value: the client's input is bad."""
+
+
+# A fragment (a file whose name starts with "_") is included where a template says /*@name*/.
+INCLUDE = re.compile(r"/\*@([\w/]+)\*/")
+
+
 def load_templates(sql_dir: Path) -> dict[str, str]:
-    """Read every `.sql` file under `sql_dir` once, keyed by its path without the suffix."""
-    templates = {}
+    """Read every `.sql` file under `sql_dir` once, keyed by its path without the suffix, with
+    the fragments it includes expanded. Fragments are not templates of their own."""
+    texts, fragments = {}, {}
     for path in sorted(sql_dir.rglob("*.sql")):
         name = path.relative_to(sql_dir).with_suffix("").as_posix()
-        templates[name] = path.read_text(encoding="utf-8").strip().rstrip(";")
-    if not templates:
+        text = path.read_text(encoding="utf-8").strip().rstrip(";")
+        (fragments if path.name.startswith("_") else texts)[name] = text
+    if not texts:
         raise RuntimeError(f"no SQL templates found under {sql_dir}")
-    return templates
+
+    def include(match: re.Match) -> str:
+        if match.group(1) not in fragments:
+            raise RuntimeError(f"SQL fragment {match.group(1)} is not under {sql_dir}")
+        return fragments[match.group(1)]
+
+    return {name: INCLUDE.sub(include, text) for name, text in texts.items()}
 
 
 class Database:
@@ -112,6 +129,13 @@ class Database:
             except psycopg.OperationalError as exc:
                 span.record_exception(exc)
                 raise DatabaseUnavailable(_describe(exc)) from exc
+            except psycopg.DataError as exc:
+                # A value PostgreSQL cannot take (out of range, NUL in text, ...): the input's fault.
+                span.record_exception(exc)
+                raise InvalidInput(_describe(exc)) from exc
+            except UnicodeEncodeError as exc:
+                span.record_exception(exc)
+                raise InvalidInput("a value holds characters that cannot be stored") from exc
         return row
 
     def _fetch_one_value(self, kind: str, name: str, params: Mapping[str, Any] | None) -> Any:
@@ -123,7 +147,8 @@ class Database:
         json_text, size, last_created_at, last_uuid = self._fetch_row("page", name, params)
         return Page(json_text, size, last_created_at, last_uuid)
 
-    def query_object_json(self, name: str, params: Mapping[str, Any] | None = None) -> dict | None:
+    def query_object_json(self, name: str, params: Mapping[str, Any] | None = None) -> str | None:
+        """One row of a template as JSON text built by PostgreSQL (None when there is no row)."""
         return self._fetch_one_value("object", name, params)
 
     def query_value(self, name: str, params: Mapping[str, Any] | None = None) -> Any:

@@ -7,7 +7,7 @@ import logging
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from .db import DatabaseUnavailable
+from .db import DatabaseUnavailable, InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +16,17 @@ def register(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         name = (exc.name or "error").lower().replace(" ", "_")
-        return jsonify({"error": name, "message": exc.description}), exc.code
+        response = jsonify({"error": name, "message": exc.description})
+        response.status_code = exc.code
+        # Keep what the exception says besides its body: Allow on a 405, for instance.
+        for header, value in exc.get_headers():
+            if header.lower() != "content-type":
+                response.headers[header] = value
+        return response
+
+    @app.errorhandler(InvalidInput)
+    def invalid_input(exc: InvalidInput):
+        return jsonify({"error": "bad_request", "message": f"the database refused a value: {exc}"}), 400
 
     @app.errorhandler(DatabaseUnavailable)
     def database_unavailable(exc: DatabaseUnavailable):

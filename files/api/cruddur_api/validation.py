@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -17,9 +18,24 @@ TTL_OFFSETS = {
     "1-hour": timedelta(hours=1),
 }
 
+# PostgreSQL text cannot hold NUL, and a lone UTF-16 surrogate (valid in JSON's \uXXXX escapes)
+# is not a character UTF-8 can encode.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
 
 def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value.strip() == "")
+
+
+def _check_text(value: Any, field: str, errors: list[str], max_chars: int | None = None) -> None:
+    if _blank(value):
+        errors.append(f"{field}_blank")
+    elif not isinstance(value, str):
+        errors.append(f"{field}_not_string")
+    elif _UNSTORABLE.search(value):
+        errors.append(f"{field}_invalid_characters")
+    elif max_chars is not None and len(value) > max_chars:
+        errors.append(f"{field}_exceed_max_chars")
 
 
 def validate_new_activity(payload: dict) -> tuple[dict, list[str]]:
@@ -29,22 +45,14 @@ def validate_new_activity(payload: dict) -> tuple[dict, list[str]]:
     ttl = payload.get("ttl")
     handle = payload.get("handle")
 
-    if _blank(message):
-        errors.append("message_blank")
-    elif not isinstance(message, str):
-        errors.append("message_not_string")
-    elif len(message) > MESSAGE_MAX_CHARS:
-        errors.append("message_exceed_max_chars")
+    _check_text(message, "message", errors, MESSAGE_MAX_CHARS)
 
     if _blank(ttl):
         errors.append("ttl_blank")
     elif not isinstance(ttl, str) or ttl not in TTL_OFFSETS:
         errors.append("ttl_invalid")
 
-    if _blank(handle):
-        errors.append("user_handle_blank")
-    elif not isinstance(handle, str):
-        errors.append("user_handle_not_string")
+    _check_text(handle, "user_handle", errors)
 
     if errors:
         return {}, errors

@@ -1,27 +1,18 @@
--- Insert an activity for the user with the given handle and return it as one JSON object.
--- No row comes back when no user has that handle. (A data-modifying WITH must stay at the top
--- level, so this statement builds its own JSON instead of being wrapped.)
-WITH created AS (
+-- Insert an activity for the user with the given handle and return it as JSON text, in the
+-- shape every endpoint uses. No row comes back when no user has that handle. A data-modifying
+-- WITH must stay at the top level, so this statement builds its own JSON instead of being
+-- wrapped; the new row is named `activities` so the shared select list applies to it.
+WITH activities AS (
   INSERT INTO public.activities (user_uuid, message, expires_at)
   SELECT users.uuid, %(message)s, current_timestamp + %(ttl)s::interval
   FROM public.users
   WHERE users.handle = %(handle)s
-  RETURNING uuid, user_uuid, message, replies_count, reposts_count, likes_count,
-            reply_to_activity_uuid, created_at, expires_at
+  RETURNING *
 )
-SELECT row_to_json(object_row)
+SELECT row_to_json(object_row)::text
 FROM (
   SELECT
-    created.uuid,
-    users.display_name,
-    users.handle,
-    created.message,
-    created.replies_count,
-    created.reposts_count,
-    created.likes_count,
-    created.reply_to_activity_uuid,
-    created.created_at,
-    created.expires_at
-  FROM created
-  JOIN public.users ON users.uuid = created.user_uuid
+/*@activities/_shape*/
+  FROM activities
+  JOIN public.users ON users.uuid = activities.user_uuid
 ) object_row
