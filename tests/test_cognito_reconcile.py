@@ -1,6 +1,7 @@
 """cognito-reconcile heals users the trigger missed: the real module against moto's Cognito and a
 real PostgreSQL database."""
 
+import hashlib
 import sys
 import uuid
 
@@ -54,7 +55,8 @@ def test_missing_confirmed_users_are_inserted_once(moto_endpoint, cognito, datab
                        f"postgresql://{PG['user']}:{PG['password']}@{PG['host']}:{PG['port']}/{database}")
     handler._discard_connection()
     for attrs in confirmed[:10]:
-        handler.lambda_handler({"request": {"userAttributes": attrs}}, None)
+        handler.lambda_handler({"triggerSource": "PostConfirmation_ConfirmSignUp",
+                                "request": {"userAttributes": attrs}}, None)
     handler._discard_connection()
     count = "SELECT count(*) FROM users WHERE cognito_user_id IS NOT NULL"
 
@@ -75,15 +77,19 @@ def test_missing_confirmed_users_are_inserted_once(moto_endpoint, cognito, datab
     assert query(database, count) == [(65,)]
 
 
-def test_a_conflicting_user_fails_visibly_and_the_others_are_recorded(moto_endpoint, cognito, database):
+def test_a_taken_handle_gets_the_handlers_derived_handle(moto_endpoint, cognito, database):
     pool = cognito.create_user_pool(PoolName=f"cruddur-{uuid.uuid4().hex[:6]}")["UserPool"]["Id"]
     good = add_user(cognito, pool, "fresh")
     clash = add_user(cognito, pool, "clash", preferred_username="andrewbrown")  # a seed user's handle
+    derived = "andrewbrown_" + hashlib.md5(clash["sub"].encode()).hexdigest()[:8]
     run = reconcile(moto_endpoint, pool, database)
-    assert run.rc != 0
-    assert "1 confirmed user(s) could not be recorded" in run.output
-    assert query(database, "SELECT count(*) FROM users WHERE cognito_user_id = %s", (good["sub"],)) == [(1,)]
-    assert query(database, "SELECT count(*) FROM users WHERE cognito_user_id = %s", (clash["sub"],)) == [(0,)]
+    assert run.rc == 0 and run.changed() == 1, run.output[-3000:]
+    assert f"{clash['sub']}: handle andrewbrown is taken, recorded as {derived}" in " ".join(run.output.split()), run.output
+    assert query(database, "SELECT handle FROM users WHERE cognito_user_id = %s", (good["sub"],)) == [("fresh",)]
+    assert query(database, "SELECT handle FROM users WHERE cognito_user_id = %s", (clash["sub"],)) == [(derived,)]
+    again = reconcile(moto_endpoint, pool, database)
+    assert again.rc == 0 and again.changed() == 0, again.output[-3000:]
+    assert query(database, "SELECT count(*) FROM users WHERE cognito_user_id = %s", (clash["sub"],)) == [(1,)]
 
 
 def test_an_unknown_pool_is_named(moto_endpoint, database):

@@ -11,9 +11,10 @@ description:
   - Lists the user pool's users (paginated), keeps the confirmed and enabled ones, and inserts
     those whose C(sub) has no row in C(users), with the same statement the post-confirmation
     Lambda uses (so a user the trigger did record is never touched).
-  - Users missing a required attribute are reported in C(skipped_users). A user whose insert
-    fails (for instance a handle taken by another user) is reported in C(failed_users) and fails the task;
-    the others are still recorded.
+  - Users missing a required attribute are reported in C(skipped_users). A user whose wanted
+    handle is taken gets the handler's derived handle and is listed in C(renamed_users). A user
+    whose insert fails is reported in C(failed_users) and fails the task; the others are still
+    recorded.
   - In check mode it only reads, and reports who would be inserted.
 options:
   user_pool_id:
@@ -81,6 +82,12 @@ inserted:
   returned: always
 skipped_users:
   description: Confirmed users left out, with the reason.
+  type: list
+  elements: dict
+  returned: always
+renamed_users:
+  description: Users whose wanted handle was taken, with the handle they were recorded with
+    (C(sub), C(wanted), C(handle), C(message)); the post-confirmation handler's rule.
   type: list
   elements: dict
   returned: always
@@ -155,12 +162,16 @@ def existing_subs(conn, subs):
 
 
 def insert_missing(conn, insert_sql, rows):
-    """Insert each row in its own transaction; return (inserted subs, failures)."""
-    inserted, failed = [], []
+    """Insert each row in its own transaction; return (inserted subs, renamed, failures).
+
+    The statement returns the handle it recorded: when the wanted one was taken, it derived
+    another (the handler's rule), reported in `renamed`."""
+    inserted, renamed, failed = [], [], []
     for row in rows:
         try:
             with conn.cursor() as cursor:
                 cursor.execute(insert_sql, row)
+                recorded = cursor.fetchone() if cursor.description else None
                 count = cursor.rowcount
             conn.commit()
         except psycopg2.Error as exc:
@@ -170,7 +181,11 @@ def insert_missing(conn, insert_sql, rows):
             continue
         if count:
             inserted.append(row["cognito_user_id"])
-    return inserted, failed
+            if recorded and recorded[0] != row["handle"]:
+                sub, wanted, handle = row["cognito_user_id"], row["handle"], recorded[0]
+                renamed.append({"sub": sub, "wanted": wanted, "handle": handle,
+                                "message": f"{sub}: handle {wanted} is taken, recorded as {handle}"})
+    return inserted, renamed, failed
 
 
 def main():
@@ -216,16 +231,16 @@ def main():
         conn.rollback()
         missing = [row for row in rows if row["cognito_user_id"] not in present]
         if module.check_mode:
-            inserted, failed = [row["cognito_user_id"] for row in missing], []
+            inserted, renamed, failed = [row["cognito_user_id"] for row in missing], [], []
         else:
-            inserted, failed = insert_missing(conn, p["insert_sql"], missing)
+            inserted, renamed, failed = insert_missing(conn, p["insert_sql"], missing)
     except psycopg2.Error as exc:
         module.fail_json(msg=f"{where}: {str(exc).strip()}")
     finally:
         conn.close()
 
-    result = dict(changed=bool(inserted), inserted=inserted, skipped_users=skipped, failed_users=failed,
-                  confirmed=len(rows))
+    result = dict(changed=bool(inserted), inserted=inserted, renamed_users=renamed, skipped_users=skipped,
+                  failed_users=failed, confirmed=len(rows))
     if failed:
         module.fail_json(msg=f"{len(failed)} confirmed user(s) could not be recorded; the others were", **result)
     module.exit_json(**result)
