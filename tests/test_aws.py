@@ -211,6 +211,33 @@ def test_no_secret_in_verbose_output_and_teardown_keeps_a_final_snapshot(aws, po
     assert generated in function["Environment"]["Variables"]["CONNECTION_URL"]
 
 
+def role_policies(aws):
+    iam = client(aws, "iam")
+    role = "cruddur-post-confirmation-role"
+    trust = iam.get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
+    attached = [p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]]
+    return trust, attached, iam.list_role_policies(RoleName=role)["PolicyNames"]
+
+
+def test_the_lambda_role_has_the_trust_and_the_managed_vpc_policy_only(aws, pool, tmp_path):
+    # A role left by an earlier deployment, with the original console's inline policy on "*".
+    iam = client(aws, "iam")
+    iam.create_role(RoleName="cruddur-post-confirmation-role", AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+                                                "Action": "sts:AssumeRole"}]}))
+    iam.put_role_policy(RoleName="cruddur-post-confirmation-role", PolicyName="cruddur-lambda-network-interfaces",
+                        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{
+                            "Effect": "Allow", "Action": ["ec2:AttachNetworkInterface", "ec2:DescribeInstances"],
+                            "Resource": "*"}]}))
+    run = sandbox(aws, pool, "playbooks/aws-site.yml", tmp_path=tmp_path)
+    assert run.rc == 0, run.output[-3000:]
+    trust, attached, inline = role_policies(aws)
+    assert trust["Statement"] == [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+                                   "Action": "sts:AssumeRole"}]
+    assert attached == ["arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"]
+    assert inline == []
+
+
 def test_teardown_removes_everything_in_order(aws, pool, tmp_path):
     assert sandbox(aws, pool, "playbooks/aws-site.yml", tmp_path=tmp_path).rc == 0
     down = sandbox(aws, pool, "playbooks/aws-teardown.yml", tmp_path=tmp_path,

@@ -98,12 +98,10 @@ def test_role_trust_and_policies():
     statement = role["AssumeRolePolicyDocument"]["Statement"][0]
     assert statement["Principal"] == {"Service": "lambda.amazonaws.com"}
     attached = iam.list_attached_role_policies(RoleName="cruddur-post-confirmation-role")["AttachedPolicies"]
-    assert [p["PolicyName"] for p in attached] == ["AWSLambdaVPCAccessExecutionRole"]
-    inline = iam.get_role_policy(RoleName="cruddur-post-confirmation-role",
-                                 PolicyName="cruddur-lambda-network-interfaces")["PolicyDocument"]
-    if isinstance(inline, str):
-        inline = json.loads(inline)
-    assert "ec2:CreateNetworkInterface" in inline["Statement"][0]["Action"]
+    # Exactly the managed VPC access policy: nothing inline, nothing on "*" beside it.
+    assert [p["PolicyArn"] for p in attached] == [
+        "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"]
+    assert iam.list_role_policies(RoleName="cruddur-post-confirmation-role")["PolicyNames"] == []
 
 
 def test_only_the_user_pool_may_invoke():

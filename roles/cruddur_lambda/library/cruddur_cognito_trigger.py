@@ -9,8 +9,9 @@ module: cruddur_cognito_trigger
 short_description: Manage one Lambda trigger of a Cognito user pool
 description:
   - C(UpdateUserPool) resets every setting it is not given, so this module describes the pool,
-    merges the one trigger into its C(LambdaConfig), and sends every updatable setting back as
-    it was.
+    merges the one trigger into its C(LambdaConfig), and sends back every described setting that
+    botocore's model of C(UpdateUserPool) accepts, as it was (settings added to Cognito after this
+    module was written included).
   - Changes nothing (and calls no update) when the trigger already points at I(lambda_arn).
   - Supports check mode and diff (the pool's LambdaConfig before and after).
 options:
@@ -62,29 +63,17 @@ try:
 except ImportError:
     pass  # AnsibleAWSModule reports a missing botocore
 
-# The settings UpdateUserPool accepts; each one missing from a call is reset by AWS.
-UPDATABLE = (
-    "Policies",
-    "DeletionProtection",
-    "LambdaConfig",
-    "AutoVerifiedAttributes",
-    "SmsVerificationMessage",
-    "EmailVerificationMessage",
-    "EmailVerificationSubject",
-    "VerificationMessageTemplate",
-    "SmsAuthenticationMessage",
-    "UserAttributeUpdateSettings",
-    "MfaConfiguration",
-    "DeviceConfiguration",
-    "EmailConfiguration",
-    "SmsConfiguration",
-    "UserPoolTags",
-    "AdminCreateUserConfig",
-    "UserPoolAddOns",
-    "AccountRecoverySetting",
-    "PoolName",
-    "UserPoolTier",
-)
+
+def model_filter(value, shape):
+    """`value` reduced to what `shape` (a botocore shape) models: structure members the shape
+    lacks are dropped, recursively through lists and maps; scalars are kept as they are."""
+    if shape.type_name == "structure" and isinstance(value, dict):
+        return {key: model_filter(item, shape.members[key]) for key, item in value.items() if key in shape.members}
+    if shape.type_name == "list" and isinstance(value, list):
+        return [model_filter(item, shape.member) for item in value]
+    if shape.type_name == "map" and isinstance(value, dict):
+        return {key: model_filter(item, shape.value) for key, item in value.items()}
+    return value
 
 
 def desired_lambda_config(current, trigger, lambda_arn, state):
@@ -96,12 +85,15 @@ def desired_lambda_config(current, trigger, lambda_arn, state):
     return wanted
 
 
-def update_request(pool, lambda_config):
-    """Every updatable setting of the described pool, with the new LambdaConfig."""
-    request = {"UserPoolId": pool["Id"]}
-    for key in UPDATABLE:
-        if key in pool:
-            request[key] = pool[key]
+def update_request(pool, lambda_config, input_shape):
+    """Every setting of the described pool that UpdateUserPool accepts (read from botocore's own
+    model of the call, so a setting this module has never heard of is sent back, not reset),
+    with the new LambdaConfig."""
+    request = model_filter(pool, input_shape)
+    request["UserPoolId"] = pool["Id"]
+    # DescribeUserPool calls the name Name; UpdateUserPool calls it PoolName.
+    if "PoolName" in input_shape.members and "Name" in pool:
+        request["PoolName"] = pool["Name"]
     # The deprecated UnusedAccountValidityDays is refused next to its successor,
     # PasswordPolicy.TemporaryPasswordValidityDays; send it back only when it stands alone.
     admin = request.get("AdminCreateUserConfig")
@@ -110,6 +102,19 @@ def update_request(pool, lambda_config):
         request["AdminCreateUserConfig"] = {k: v for k, v in admin.items() if k != "UnusedAccountValidityDays"}
     request["LambdaConfig"] = lambda_config
     return request
+
+
+def set_trigger(client, pool_id, trigger, lambda_arn, state, check_mode):
+    """Describe the pool, merge the trigger, update when it differs. Returns (changed, before,
+    after, pool ARN). Raises botocore errors as they come."""
+    pool = client.describe_user_pool(UserPoolId=pool_id)["UserPool"]
+    current = pool.get("LambdaConfig", {})
+    wanted = desired_lambda_config(current, trigger, lambda_arn, state)
+    changed = wanted != current
+    if changed and not check_mode:
+        input_shape = client.meta.service_model.operation_model("UpdateUserPool").input_shape
+        client.update_user_pool(**update_request(pool, wanted, input_shape))
+    return changed, current, wanted, pool.get("Arn", "")
 
 
 def main():
@@ -126,25 +131,17 @@ def main():
     client = module.client("cognito-idp")
     pool_id = module.params["user_pool_id"]
     try:
-        pool = client.describe_user_pool(UserPoolId=pool_id)["UserPool"]
+        changed, current, wanted, arn = set_trigger(
+            client, pool_id, module.params["trigger"], module.params["lambda_arn"], module.params["state"],
+            module.check_mode)
     except is_boto3_error_code("ResourceNotFoundException"):
         module.fail_json(msg=f"user pool {pool_id} does not exist")
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:  # pylint: disable=duplicate-except
-        module.fail_json_aws(exc, msg=f"cannot describe user pool {pool_id}")
-
-    current = pool.get("LambdaConfig", {})
-    wanted = desired_lambda_config(current, module.params["trigger"], module.params["lambda_arn"],
-                                   module.params["state"])
-    changed = wanted != current
-    if changed and not module.check_mode:
-        try:
-            client.update_user_pool(**update_request(pool, wanted))
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            module.fail_json_aws(exc, msg=f"cannot update user pool {pool_id}")
+        module.fail_json_aws(exc, msg=f"cannot read or update user pool {pool_id}")
     module.exit_json(
         changed=changed,
         lambda_config=wanted,
-        user_pool_arn=pool.get("Arn", ""),
+        user_pool_arn=arn,
         diff={"before": {"LambdaConfig": current}, "after": {"LambdaConfig": wanted}},
     )
 
