@@ -88,17 +88,25 @@ def drop_database(name: str) -> None:
         conn.close()
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def converged() -> PlaybookRun:
-    """The README's main job: site.yml on the default inventory. Every test needs the real
-    PostgreSQL it brings up, so the session starts by converging this machine."""
+    """The README's main job: site.yml on the default inventory, for the tests that check the
+    deployed stack (and only those: unit and emulator tests never converge anything)."""
     run = run_playbook("site.yml")
     assert run.rc == 0, run.output[-4000:]
     return run
 
 
+@pytest.fixture(scope="session")
+def postgresql() -> None:
+    """A running PostgreSQL on 127.0.0.1:5432 for the tests that make databases of their own:
+    only the server's playbook, not the whole stack."""
+    run = run_playbook("playbooks/postgresql-server.yml")
+    assert run.rc == 0, run.output[-4000:]
+
+
 @pytest.fixture
-def scratch_db_name():
+def scratch_db_name(postgresql):
     """A database name for one test, dropped afterwards whatever happened."""
     name = f"cruddur_test_{uuid.uuid4().hex[:10]}"
     yield name

@@ -15,7 +15,7 @@ import handler  # noqa: E402
 
 
 @pytest.fixture
-def database():
+def database(postgresql):
     name = create_migrated_database("cruddur_reconcile")
     yield name
     drop_database(name)

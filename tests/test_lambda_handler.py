@@ -47,7 +47,7 @@ def event(**attributes):
 
 
 @pytest.fixture(scope="module")
-def database():
+def database(postgresql):
     name = create_migrated_database("cruddur_lambda")
     yield name
     drop_database(name)

@@ -27,7 +27,7 @@ def mdir(tmp_path):
 
 
 @pytest.fixture
-def db():
+def db(postgresql):
     name = f"cruddur_unit_{uuid.uuid4().hex[:10]}"
     admin = connect("postgres")
     with admin.cursor() as cur:
