@@ -3,8 +3,10 @@ throwaway databases. Everything runs against the real services on this machine."
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import importlib.util
@@ -24,6 +26,18 @@ VENV_BIN = Path(sys.executable).parent
 SCRATCH_ENV_FILE = f"/tmp/cruddur-tests-{os.getpid()}.env"
 PASSWORD = os.environ.get("CRUDDUR_LOCAL_DB_PASSWORD") or "password"
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "password": PASSWORD}
+# The local inventory's database definition (inventories/local/group_vars/all/main.yml).
+LOCAL_CONNECTION = {"host": "127.0.0.1", "port": 5432, "name": "cruddur", "sslmode": "prefer", "sslrootcert": ""}
+
+
+def on_database(name: str, **connection) -> dict:
+    """Extra vars that point the playbooks at another database of the local server."""
+    return {"cruddur_db_connection": {**LOCAL_CONNECTION, "name": name, **connection}}
+
+
+def role_password(role: str, environment: str = "local") -> str:
+    """A role's generated password, from the local secrets' store."""
+    return (REPO / ".secrets" / environment / role).read_text().strip()
 RECAP_LINE = re.compile(r"^(?P<host>\S+)\s+:\s+(?P<counts>(?:\w+=\d+\s*)+)$", re.M)
 
 
@@ -52,8 +66,8 @@ def parse_recap(output: str) -> dict[str, dict[str, int]]:
 def run_playbook(playbook: str, *args: str, extra_vars: dict | None = None, env: dict | None = None,
                  timeout: int = 600) -> PlaybookRun:
     cmd = [str(VENV_BIN / "ansible-playbook"), playbook, *args]
-    for key, value in (extra_vars or {}).items():
-        cmd += ["-e", f"{key}={value}"]
+    if extra_vars:
+        cmd += ["-e", json.dumps(extra_vars, default=str)]
     full_env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
                 "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
                 "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}", **(env or {})}
@@ -113,13 +127,23 @@ def scratch_db_name(postgresql):
     drop_database(name)
 
 
-def load_migrations_module():
-    """The project's migration module (roles/cruddur_db/library), imported for fixtures."""
-    path = REPO / "roles" / "cruddur_db" / "library" / "cruddur_migrations.py"
-    spec = importlib.util.spec_from_file_location("cruddur_migrations", path)
+def load_module(path: Path, name: str):
+    """One of the project's Ansible modules, imported by tests. Its shared code is made
+    importable where Ansible would put it (ansible.module_utils.cruddur_postgres)."""
+    shared = "ansible.module_utils.cruddur_postgres"
+    if shared not in sys.modules:
+        spec = importlib.util.spec_from_file_location(shared, REPO / "module_utils" / "cruddur_postgres.py")
+        sys.modules[shared] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[shared])
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_migrations_module():
+    """The project's migration module (library/), imported for fixtures."""
+    return load_module(REPO / "library" / "cruddur_migrations.py", "cruddur_migrations")
 
 
 def create_migrated_database(prefix: str, seed: bool = True) -> str:
@@ -177,3 +201,77 @@ def moto_endpoint():
     yield endpoint
     proc.terminate()
     proc.wait(timeout=10)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def make_tls(directory: Path, ca_name: str = "cruddur test CA") -> dict[str, Path]:
+    """A CA of the tests' own and a server certificate it signed for 127.0.0.1 and localhost."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_crt = directory / "ca.key", directory / "ca.crt"
+    key, csr, crt, ext = (directory / n for n in ("server.key", "server.csr", "server.crt", "server.ext"))
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca_crt),
+            "-days", "2", "-subj", f"/CN={ca_name}")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1")
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key), "-CAcreateserial",
+            "-out", str(crt), "-days", "2", "-extfile", str(ext))
+    return {"ca": ca_crt, "cert": crt, "key": key}
+
+
+@dataclass
+class StandIn:
+    """A PostgreSQL cluster standing in for an RDS endpoint."""
+    version: str
+    name: str
+    port: int
+    ca: Path
+
+    def sql(self, statement: str) -> str:
+        """Run SQL as the cluster's superuser (peer login over its socket)."""
+        proc = subprocess.run(["su", "postgres", "-c", f"psql -p {self.port} -X -q -At -v ON_ERROR_STOP=1"],
+                              input=statement, capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip()
+
+    def connect(self, dbname: str, user: str, password: str, **kwargs):
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, dbname=dbname, user=user, password=password,
+                                **{"sslmode": "require", **kwargs})
+        conn.autocommit = True
+        return conn
+
+
+@pytest.fixture(scope="session")
+def rds_standin(postgresql, tmp_path_factory):
+    """A real PostgreSQL standing in for the RDS endpoint where the prod inventory needs a
+    database: a cluster of its own (the local server's major version) on a free loopback port,
+    TLS on with a certificate from a CA the tests make, password logins over TCP. The local
+    server's database, roles and passwords are never touched. Dropped at the end."""
+    version = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True,
+                             check=True).stdout.split()[0]
+    name, port = f"rds_standin_{os.getpid()}", free_port()
+    tls = make_tls(tmp_path_factory.mktemp("standin-tls"))
+    subprocess.run(["pg_createcluster", version, name, "-p", str(port)], check=True, capture_output=True)
+    confdir = Path(f"/etc/postgresql/{version}/{name}")
+    try:
+        for source, target in ((tls["cert"], "server.crt"), (tls["key"], "server.key")):
+            (confdir / target).write_bytes(source.read_bytes())
+            shutil.chown(confdir / target, "postgres", "postgres")
+            (confdir / target).chmod(0o600)
+        (confdir / "conf.d" / "standin.conf").write_text(
+            f"listen_addresses = '127.0.0.1'\nssl = on\n"
+            f"ssl_cert_file = '{confdir}/server.crt'\nssl_key_file = '{confdir}/server.key'\n")
+        subprocess.run(["pg_ctlcluster", version, name, "start"], check=True, capture_output=True)
+        yield StandIn(version, name, port, tls["ca"])
+    finally:
+        subprocess.run(["pg_dropcluster", "--stop", version, name], check=False, capture_output=True)

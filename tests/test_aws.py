@@ -191,24 +191,31 @@ def test_refused_wide_cidr_through_the_playbook(aws, pool, tmp_path):
 
 def test_no_secret_in_verbose_output_and_teardown_keeps_a_final_snapshot(aws, pool, tmp_path):
     given = f"Given{secrets.token_hex(10)}"
-    runs = [sandbox(aws, pool, "playbooks/aws-site.yml", "-vvv", tmp_path=tmp_path,
-                    cruddur_rds_master_password=given)]
-    env_file = (tmp_path / "sandbox.env").read_text()
-    assert given in env_file and (tmp_path / "sandbox.env").stat().st_mode & 0o777 == 0o600
-    runs.append(sandbox(aws, pool, "playbooks/aws-teardown.yml", "-vvv", tmp_path=tmp_path,
+    # Given as a vars file, as a user would (ansible-playbook echoes its command line at -vvvv).
+    vars_file = tmp_path / "given.json"
+    vars_file.write_text(json.dumps({"cruddur_rds_master_password": given}))
+    runs = [sandbox(aws, pool, "playbooks/aws-site.yml", "-vvvv", "-e", f"@{vars_file}", tmp_path=tmp_path)]
+    runs.append(sandbox(aws, pool, "playbooks/aws-teardown.yml", "-vvvv", tmp_path=tmp_path,
                         cruddur_rds_final_snapshot_identifier="cruddur-final-test"))
     # Again without a given password: one is generated and kept in SSM.
-    runs.append(sandbox(aws, pool, "playbooks/aws-site.yml", "-vvv", tmp_path=tmp_path))
-    generated = client(aws, "ssm").get_parameter(Name="/cruddur/rds/master-password",
-                                                 WithDecryption=True)["Parameter"]["Value"]
+    runs.append(sandbox(aws, pool, "playbooks/aws-site.yml", "-vvvv", tmp_path=tmp_path))
+    ssm = client(aws, "ssm")
+    generated = ssm.get_parameter(Name="/cruddur/rds/master-password", WithDecryption=True)["Parameter"]["Value"]
+    signup = ssm.get_parameter(Name="/cruddur/db/cruddur_signup", WithDecryption=True)["Parameter"]["Value"]
     assert all(run.rc == 0 for run in runs), [run.output[-2000:] for run in runs]
     for run in runs:
         assert given not in run.output
         assert generated not in run.output
+        assert signup not in run.output
     snapshots = client(aws, "rds").describe_db_snapshots(SnapshotType="manual")["DBSnapshots"]
     assert [s["DBSnapshotIdentifier"] for s in snapshots] == ["cruddur-final-test"]
     function = client(aws, "lambda").get_function(FunctionName="cruddur-post-confirmation")["Configuration"]
-    assert generated in function["Environment"]["Variables"]["CONNECTION_URL"]
+    variables = function["Environment"]["Variables"]
+    address = client(aws, "rds").describe_db_instances()["DBInstances"][0]["Endpoint"]["Address"]
+    # The function logs in as the sign-up role, never as the master user, and its environment
+    # holds no password: it reads the sign-up role's from SSM at cold start.
+    assert variables == {"CONNECTION_URL": f"postgresql://cruddur_signup@{address}:5432/cruddur?sslmode=require",
+                         "DB_PASSWORD_PARAMETER": "/cruddur/db/cruddur_signup"}
 
 
 def role_policies(aws):
@@ -235,7 +242,30 @@ def test_the_lambda_role_has_the_trust_and_the_managed_vpc_policy_only(aws, pool
     assert trust["Statement"] == [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
                                    "Action": "sts:AssumeRole"}]
     assert attached == ["arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"]
-    assert inline == []
+    # Beside it, one inline policy: read the one parameter that holds its database password.
+    assert inline == ["cruddur-read-db-password"]
+    document = iam.get_role_policy(RoleName="cruddur-post-confirmation-role",
+                                   PolicyName="cruddur-read-db-password")["PolicyDocument"]
+    document = json.loads(document) if isinstance(document, str) else document
+    assert document["Statement"] == [{"Effect": "Allow", "Action": "ssm:GetParameter",
+                                      "Resource": "arn:aws:ssm:us-east-1:123456789012:parameter/cruddur/db/cruddur_signup"}]
+
+
+def test_the_function_reaches_ssm_through_an_endpoint_in_its_vpc(aws, pool, tmp_path):
+    assert sandbox(aws, pool, "playbooks/aws-site.yml", tmp_path=tmp_path).rc == 0
+    ec2 = client(aws, "ec2")
+    function = client(aws, "lambda").get_function(FunctionName="cruddur-post-confirmation")["Configuration"]
+    (endpoint,) = ec2.describe_vpc_endpoints(
+        Filters=[{"Name": "service-name", "Values": ["com.amazonaws.us-east-1.ssm"]}])["VpcEndpoints"]
+    subnet_group = client(aws, "rds").describe_db_subnet_groups(DBSubnetGroupName="cruddur-db-subnets")
+    assert endpoint["VpcId"] == subnet_group["DBSubnetGroups"][0]["VpcId"]  # the function's (and the database's) VPC
+    assert endpoint["VpcEndpointType"] == "Interface"
+    assert set(endpoint["SubnetIds"]) <= set(function["VpcConfig"]["SubnetIds"])
+    (group,) = ec2.describe_security_groups(GroupIds=[g["GroupId"] for g in endpoint["Groups"]])["SecurityGroups"]
+    (rule,) = group["IpPermissions"]
+    assert (rule["FromPort"], rule["ToPort"]) == (443, 443)
+    assert [pair["GroupId"] for pair in rule["UserIdGroupPairs"]] == function["VpcConfig"]["SecurityGroupIds"]
+    assert rule["IpRanges"] == []
 
 
 def test_teardown_removes_everything_in_order(aws, pool, tmp_path):
@@ -251,8 +281,10 @@ def test_teardown_removes_everything_in_order(aws, pool, tmp_path):
     roles = [r["RoleName"] for r in client(aws, "iam").list_roles()["Roles"]]
     assert "cruddur-post-confirmation-role" not in roles
     groups = client(aws, "ec2").describe_security_groups(
-        Filters=[{"Name": "group-name", "Values": ["cruddur-db-sg"]}])["SecurityGroups"]
+        Filters=[{"Name": "group-name", "Values": ["cruddur-db-sg", "cruddur-ssm-endpoint-sg"]}])["SecurityGroups"]
     assert groups == []
+    endpoints = client(aws, "ec2").describe_vpc_endpoints()["VpcEndpoints"]
+    assert [e for e in endpoints if e["State"] not in ("deleted", "deleting")] == []
     again = sandbox(aws, pool, "playbooks/aws-teardown.yml", tmp_path=tmp_path, cruddur_rds_skip_final_snapshot=True)
     assert again.rc == 0 and again.changed() == 0, again.output[-3000:]
 
@@ -264,7 +296,8 @@ def test_check_mode_creates_nothing_and_reports_nothing_on_a_converged_account(a
     assert client(aws, "lambda").list_functions()["Functions"] == []
     assert sandbox(aws, pool, "playbooks/aws-site.yml", tmp_path=tmp_path).rc == 0
     converged = sandbox(aws, pool, "playbooks/aws-site.yml", "--check", tmp_path=tmp_path)
-    assert converged.rc == 0 and converged.changed() == 0, converged.output[-3000:]
+    assert converged.rc == 0 and converged.changed() == 0, [line for line in converged.output.splitlines()
+                                                            if line.startswith(("TASK", "changed"))]
     teardown = sandbox(aws, pool, "playbooks/aws-teardown.yml", "--check", tmp_path=tmp_path,
                        cruddur_rds_skip_final_snapshot=True)
     assert teardown.rc == 0 and teardown.changed() > 0, teardown.output[-3000:]

@@ -8,7 +8,8 @@ import uuid
 import boto3
 import pytest
 
-from conftest import AWS_ENV, PG, REPO, create_migrated_database, drop_database, query, run_playbook
+from conftest import (AWS_ENV, PG, REPO, SCRATCH_ENV_FILE, drop_database, on_database, query, role_password,
+                      run_playbook)
 
 sys.path.insert(0, str(REPO / "files" / "lambda" / "cruddur_post_confirmation"))
 import handler  # noqa: E402
@@ -16,7 +17,12 @@ import handler  # noqa: E402
 
 @pytest.fixture
 def database(postgresql):
-    name = create_migrated_database("cruddur_reconcile")
+    """A database made by the project's own db-setup: roles, grants and seed as in production,
+    so the chore's sign-up role has exactly its privileges."""
+    name = f"cruddur_reconcile_{uuid.uuid4().hex[:10]}"
+    setup = run_playbook("playbooks/db-setup.yml", extra_vars={**on_database(name),
+                                                               "cruddur_db_env_file": SCRATCH_ENV_FILE})
+    assert setup.rc == 0, setup.output[-3000:]
     yield name
     drop_database(name)
 
@@ -41,7 +47,7 @@ def add_user(cognito, pool, username, confirmed=True, **attributes):
 def reconcile(endpoint, pool, database, *args):
     return run_playbook("playbooks/cognito-reconcile.yml", *args, env=AWS_ENV, extra_vars={
         "cruddur_lambda_user_pool_id": pool, "cruddur_lambda_aws_endpoint_url": endpoint,
-        "cruddur_db_name": database})
+        **on_database(database)})
 
 
 def test_missing_confirmed_users_are_inserted_once(moto_endpoint, cognito, database, monkeypatch):
@@ -51,8 +57,8 @@ def test_missing_confirmed_users_are_inserted_once(moto_endpoint, cognito, datab
         add_user(cognito, pool, f"pending{i}", confirmed=False)
     incomplete = add_user(cognito, pool, "nohandle", preferred_username=None)
     # The trigger worked for the first ten.
-    monkeypatch.setenv("CONNECTION_URL",
-                       f"postgresql://{PG['user']}:{PG['password']}@{PG['host']}:{PG['port']}/{database}")
+    monkeypatch.setenv("CONNECTION_URL", f"postgresql://cruddur_signup:{role_password('cruddur_signup')}"
+                                         f"@{PG['host']}:{PG['port']}/{database}")
     handler._discard_connection()
     for attrs in confirmed[:10]:
         handler.lambda_handler({"triggerSource": "PostConfirmation_ConfirmSignUp",

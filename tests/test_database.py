@@ -1,8 +1,9 @@
 """The database lifecycle playbooks, against the real local PostgreSQL.
 
 The main `cruddur` database is only read here; every destructive test works on a throwaway
-database (scratch_db_name) passed with -e cruddur_db_name=..."""
+database (scratch_db_name) passed as the connection's name (-e cruddur_db_connection=...)."""
 
+import json
 import os
 import secrets
 import shutil
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PG, REPO, SCRATCH_ENV_FILE, connect, query, run_playbook
+from conftest import PG, REPO, SCRATCH_ENV_FILE, connect, on_database, query, role_password, run_playbook
 
 MIGRATIONS = REPO / "sql" / "migrations"
 
@@ -29,7 +30,7 @@ def schema_dump(dbname):
 
 def setup_scratch(name, *args, **extra):
     run = run_playbook("playbooks/db-setup.yml", *args,
-                       extra_vars={"cruddur_db_name": name, "cruddur_db_env_file": SCRATCH_ENV_FILE, **extra})
+                       extra_vars={**on_database(name), "cruddur_db_env_file": SCRATCH_ENV_FILE, **extra})
     assert run.rc == 0, run.output[-3000:]
     return run
 
@@ -84,6 +85,7 @@ def test_env_file_is_private_and_holds_the_url(converged):
     assert mode == 0o600
     lines = [line for line in env_file.read_text().splitlines() if line.startswith("CONNECTION_URL=")]
     assert len(lines) == 1
+    assert lines[0].startswith("CONNECTION_URL=postgresql://cruddur_owner:")
     assert lines[0].endswith("@127.0.0.1:5432/cruddur")
 
 
@@ -110,15 +112,15 @@ def test_setup_then_migrate_and_seed_again_change_nothing(scratch_db_name):
     assert first.changed() > 0
     # db-setup leaves the URL file alone; db-create writes it once.
     assert run_playbook("playbooks/db-create.yml", extra_vars={
-        "cruddur_db_name": scratch_db_name, "cruddur_db_env_file": SCRATCH_ENV_FILE}).rc == 0
+        **on_database(scratch_db_name), "cruddur_db_env_file": SCRATCH_ENV_FILE}).rc == 0
     for playbook in ("db-create", "db-migrate", "db-seed"):
         again = run_playbook(f"playbooks/{playbook}.yml",
-                             extra_vars={"cruddur_db_name": scratch_db_name, "cruddur_db_env_file": SCRATCH_ENV_FILE})
+                             extra_vars={**on_database(scratch_db_name), "cruddur_db_env_file": SCRATCH_ENV_FILE})
         assert again.rc == 0 and again.changed() == 0, (playbook, again.output[-3000:])
 
 
 def test_check_mode_lists_pending_migrations_and_touches_nothing(scratch_db_name):
-    run = run_playbook("playbooks/db-setup.yml", "--check", extra_vars={"cruddur_db_name": scratch_db_name})
+    run = run_playbook("playbooks/db-setup.yml", "--check", extra_vars=on_database(scratch_db_name))
     assert run.rc == 0, run.output[-3000:]
     assert "Would apply: 0001_uuid_ossp, 0002_users_activities" in run.output
     assert query("postgres", "SELECT count(*) FROM pg_database WHERE datname = %s", (scratch_db_name,)) == [(0,)]
@@ -128,13 +130,13 @@ def test_concurrent_migrations_apply_each_migration_once(scratch_db_name, migrat
     (migrations_copy / "0003_slow.sql").write_text(
         "-- depends: 0002_users_activities\nCREATE TABLE public.slow_marker (id int);\nSELECT pg_sleep(2);\n")
     create = run_playbook("playbooks/db-create.yml",
-                          extra_vars={"cruddur_db_name": scratch_db_name, "cruddur_db_env_file": SCRATCH_ENV_FILE})
+                          extra_vars={**on_database(scratch_db_name), "cruddur_db_env_file": SCRATCH_ENV_FILE})
     assert create.rc == 0, create.output[-2000:]
     runs = []
 
     def migrate():
         runs.append(run_playbook("playbooks/db-migrate.yml", extra_vars={
-            "cruddur_db_name": scratch_db_name, "cruddur_db_migrations_dir": migrations_copy}))
+            **on_database(scratch_db_name), "cruddur_db_migrations_dir": migrations_copy}))
 
     threads = [threading.Thread(target=migrate) for _ in range(2)]
     for thread in threads:
@@ -142,7 +144,11 @@ def test_concurrent_migrations_apply_each_migration_once(scratch_db_name, migrat
     for thread in threads:
         thread.join()
     assert all(run.rc == 0 for run in runs), [run.output[-2000:] for run in runs]
-    assert sorted(run.changed() for run in runs) == [0, 1]
+    # Exactly one run applied the migrations (the other waited for the lock, then found none);
+    # either may be the one that granted the roles their privileges.
+    applied = [" ".join(run.output.split()) for run in runs]
+    assert sum("Applied: 0001_uuid_ossp, 0002_users_activities, 0003_slow" in out for out in applied) == 1
+    assert sum("Applied:" in out for out in applied) == 1
     recorded = query(scratch_db_name, "SELECT migration_id FROM cruddur_schema_migrations ORDER BY seq")
     assert recorded == [("0001_uuid_ossp",), ("0002_users_activities",), ("0003_slow",)]
 
@@ -152,7 +158,7 @@ def test_edited_applied_migration_is_refused(scratch_db_name, migrations_copy):
     edited = migrations_copy / "0002_users_activities.sql"
     edited.write_text(edited.read_text() + "\nCREATE TABLE public.sneaky (id int);\n")
     run = run_playbook("playbooks/db-migrate.yml", extra_vars={
-        "cruddur_db_name": scratch_db_name, "cruddur_db_migrations_dir": migrations_copy})
+        **on_database(scratch_db_name), "cruddur_db_migrations_dir": migrations_copy})
     assert run.rc != 0
     assert "migration 0002_users_activities" in run.output
     assert str(edited) in run.output
@@ -163,13 +169,14 @@ def test_edited_applied_migration_is_refused(scratch_db_name, migrations_copy):
 def test_rollback_then_migrate_gives_the_same_schema(scratch_db_name):
     setup_scratch(scratch_db_name)
     before = schema_dump(scratch_db_name)
-    rollback = run_playbook("playbooks/db-rollback.yml", extra_vars={"cruddur_db_name": scratch_db_name})
+    rollback = run_playbook("playbooks/db-rollback.yml", extra_vars=on_database(scratch_db_name))
     assert rollback.rc == 0 and rollback.changed() == 1, rollback.output[-3000:]
     assert "Rolled back: 0002_users_activities" in rollback.output
     assert query(scratch_db_name, "SELECT to_regclass('public.activities')") == [(None,)]
-    migrate = run_playbook("playbooks/db-migrate.yml", extra_vars={"cruddur_db_name": scratch_db_name})
-    assert migrate.rc == 0 and migrate.changed() == 1, migrate.output[-3000:]
-    assert schema_dump(scratch_db_name) == before
+    migrate = run_playbook("playbooks/db-migrate.yml", extra_vars=on_database(scratch_db_name))
+    # The migration, then the grants on the tables it made again.
+    assert migrate.rc == 0 and migrate.changed() == 2, migrate.output[-3000:]
+    assert schema_dump(scratch_db_name) == before  # privileges included
 
 
 def test_failing_migration_leaves_the_database_as_it_was(scratch_db_name, migrations_copy):
@@ -181,7 +188,7 @@ def test_failing_migration_leaves_the_database_as_it_was(scratch_db_name, migrat
         "ALTER TABLE public.users ADD COLUMN nickname text;\n"
         "SELECT 1 / 0;\n")
     run = run_playbook("playbooks/db-migrate.yml", extra_vars={
-        "cruddur_db_name": scratch_db_name, "cruddur_db_migrations_dir": migrations_copy})
+        **on_database(scratch_db_name), "cruddur_db_migrations_dir": migrations_copy})
     assert run.rc != 0
     assert "apply of migration 0003_broken failed and was rolled back" in run.output
     assert "division by zero" in run.output
@@ -190,78 +197,62 @@ def test_failing_migration_leaves_the_database_as_it_was(scratch_db_name, migrat
     assert recorded == [(2,)]
 
 
-# --- the prod guard and secrets ----------------------------------------------------------
-
-PROD_ENV = {"CRUDDUR_PROD_DB_HOST": "127.0.0.1", "CRUDDUR_PROD_DB_USER": PG["user"],
-            "CRUDDUR_PROD_DB_PASSWORD": PG["password"]}
-# The local test server has no TLS; prod itself keeps sslmode=require.
-PROD_OVERRIDES = {"cruddur_db_ssl_mode": "disable", "cruddur_db_env_file": SCRATCH_ENV_FILE}
-
-
-@pytest.mark.parametrize("playbook", ["db-drop", "db-setup"])
-def test_prod_guard_refuses_without_confirmation(scratch_db_name, playbook):
-    setup_scratch(scratch_db_name)
-    marker = query(scratch_db_name, "SELECT count(*) FROM activities")
-    refused = run_playbook(f"playbooks/{playbook}.yml", "-i", "inventories/prod", env=PROD_ENV,
-                           extra_vars={"cruddur_db_name": scratch_db_name, **PROD_OVERRIDES})
-    assert refused.rc != 0
-    assert f"Refusing to drop database {scratch_db_name}" in refused.output
-    assert f"-e cruddur_db_confirm_drop={scratch_db_name}" in refused.output
-    assert query(scratch_db_name, "SELECT count(*) FROM activities") == marker
-
-    wrong = run_playbook(f"playbooks/{playbook}.yml", "-i", "inventories/prod", env=PROD_ENV, extra_vars={
-        "cruddur_db_name": scratch_db_name, "cruddur_db_confirm_drop": "cruddur", **PROD_OVERRIDES})
-    assert wrong.rc != 0
-    assert query(scratch_db_name, "SELECT count(*) FROM activities") == marker
-
-    confirmed = run_playbook(f"playbooks/{playbook}.yml", "-i", "inventories/prod", env=PROD_ENV, extra_vars={
-        "cruddur_db_name": scratch_db_name, "cruddur_db_confirm_drop": scratch_db_name, **PROD_OVERRIDES})
-    assert confirmed.rc == 0, confirmed.output[-3000:]
-    assert confirmed.changed() > 0
-
-
-def test_prod_without_password_names_the_problem():
-    run = run_playbook("playbooks/db-migrate.yml", "-i", "inventories/prod",
-                       env={"CRUDDUR_PROD_DB_HOST": "127.0.0.1", "CRUDDUR_PROD_DB_PASSWORD": ""})
-    assert run.rc != 0
-    assert "cruddur_db_password" in run.output
-    assert "Traceback" not in run.output
-
+# --- secrets -------------------------------------------------------------------------------
 
 def test_no_password_in_verbose_output(scratch_db_name, tmp_path):
-    """-vvv runs of the database chores never print the password or a URL holding it."""
-    role, password = f"leak_{secrets.token_hex(4)}", f"Pw{secrets.token_hex(12)}"
-    admin = connect("postgres")
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE ROLE {role} LOGIN CREATEDB PASSWORD %s", (password,))
-    admin.close()
+    """-vvvv runs of the database chores never print a password (the administrative one given,
+    the generated ones of the roles) or a URL holding one, failed runs included."""
+    # An administrator like RDS's master user: not a superuser, may create databases and roles.
+    admin_role, admin_password = f"leak_{secrets.token_hex(4)}", f"Pw{secrets.token_hex(12)}"
+    conn = connect("postgres")
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE ROLE {admin_role} LOGIN CREATEDB CREATEROLE PASSWORD %s", (admin_password,))
+    conn.close()
     env_file = tmp_path / "leak.env"
-    common = {"cruddur_db_name": scratch_db_name, "cruddur_db_user": role,
-              "cruddur_db_password": password, "cruddur_db_env_file": env_file}
+    # Given as a vars file, as a user would (ansible-playbook echoes its command line at -vvvv).
+    given = tmp_path / "admin.json"
+    given.write_text(json.dumps({**on_database(scratch_db_name), "cruddur_db_env_file": str(env_file),
+                                 "cruddur_db_admin": {"user": admin_role, "password": admin_password}}))
     try:
-        outputs = [run_playbook(f"playbooks/{p}.yml", "-vvv", extra_vars=common)
+        outputs = [run_playbook(f"playbooks/{p}.yml", "-vvvv", "-e", f"@{given}")
                    for p in ("db-setup", "db-create", "db-migrate", "db-seed", "db-sessions", "db-rollback")]
-        outputs.append(run_playbook("playbooks/db-migrate.yml", "-vvv",
-                                    extra_vars={**common, "cruddur_db_host": "127.0.0.2"}))  # failing
+        outputs.append(run_playbook("playbooks/db-migrate.yml", "-vvvv", "-e", f"@{given}",  # failing
+                                    extra_vars=on_database(scratch_db_name, host="127.0.0.2")))
     finally:
         from conftest import drop_database
         drop_database(scratch_db_name)
-        admin = connect("postgres")
-        with admin.cursor() as cur:
-            cur.execute(f"DROP ROLE IF EXISTS {role}")
-        admin.close()
+        conn = connect("postgres")
+        with conn.cursor() as cur:
+            cur.execute(f"DROP OWNED BY {admin_role}")
+            cur.execute(f"DROP ROLE IF EXISTS {admin_role}")
+        conn.close()
     assert all(run.rc == 0 for run in outputs[:-1]), [r.output[-2000:] for r in outputs]
     assert outputs[-1].rc != 0
+    generated = [role_password(role) for role in ("cruddur_owner", "cruddur_api", "cruddur_signup")]
     for run in outputs:
-        assert password not in run.output
-    assert password in env_file.read_text()  # it was really used, and written only there
+        for secret in (admin_password, *generated):
+            assert secret not in run.output
+    # They were really used: the owner's URL went to the env file, and only there.
+    assert generated[0] in env_file.read_text()
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+
+
+def test_generated_passwords_are_private_files_outside_git(converged):
+    secrets_dir = REPO / ".secrets" / "local"
+    assert stat.S_IMODE(secrets_dir.stat().st_mode) == 0o700
+    for role in ("cruddur_owner", "cruddur_api", "cruddur_signup"):
+        path = secrets_dir / role
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert len(path.read_text().strip()) >= 32
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(secrets_dir / "cruddur_api")], cwd=REPO, check=False)
+    assert ignored.returncode == 0
 
 
 def test_db_connect_opens_psql_on_the_local_database(converged):
     result = subprocess.run([str(REPO / "bin" / "db-connect"), "-tAc", "SELECT current_database(), current_user"],
                             capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "cruddur|postgres"
+    assert result.stdout.strip() == "cruddur|cruddur_owner"  # the owner, not the superuser
 
 
 def test_db_connect_prod_without_url_says_what_to_run(tmp_path):
@@ -274,8 +265,8 @@ def test_db_connect_prod_without_url_says_what_to_run(tmp_path):
 
 def test_dropping_twice_changes_nothing_the_second_time(scratch_db_name):
     setup_scratch(scratch_db_name)
-    first = run_playbook("playbooks/db-drop.yml", extra_vars={"cruddur_db_name": scratch_db_name})
+    first = run_playbook("playbooks/db-drop.yml", extra_vars=on_database(scratch_db_name))
     assert first.rc == 0 and first.changed() == 1, first.output[-3000:]
-    second = run_playbook("playbooks/db-drop.yml", extra_vars={"cruddur_db_name": scratch_db_name})
+    second = run_playbook("playbooks/db-drop.yml", extra_vars=on_database(scratch_db_name))
     assert second.rc == 0 and second.changed() == 0, second.output[-3000:]
     assert query("postgres", "SELECT count(*) FROM pg_database WHERE datname = %s", (scratch_db_name,)) == [(0,)]

@@ -256,3 +256,64 @@ def test_arbitrary_text_is_stored_verbatim_and_nothing_else_changes(database, ur
     finally:
         query(database, "DELETE FROM users WHERE cognito_user_id = %s", (sub,))
     assert query(database, snapshot) == before
+
+
+def test_the_password_comes_from_ssm_at_cold_start_and_again_after_a_rotation(database, moto_endpoint, monkeypatch):
+    import boto3
+
+    role, first, second = f"signup_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex, uuid.uuid4().hex
+    parameter = f"/cruddur/test/{role}"
+    admin = connect(database)
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE ROLE {role} LOGIN PASSWORD %s", (first,))
+        cur.execute(f"GRANT SELECT, INSERT ON users TO {role}")
+    ssm = boto3.client("ssm", endpoint_url=moto_endpoint, region_name="us-east-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    ssm.put_parameter(Name=parameter, Value=first, Type="SecureString", Overwrite=True)
+    for name, value in {"AWS_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                        # As deployed: no password in the environment, only where to read it.
+                        "CONNECTION_URL": f"postgresql://{role}@{PG['host']}:{PG['port']}/{database}",
+                        "DB_PASSWORD_PARAMETER": parameter}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(handler, "_password", None)
+    monkeypatch.setattr(handler, "_ssm", None)
+    handler._discard_connection()
+    try:
+        one = event()
+        handler.lambda_handler(one, None)
+        assert len(user(database, one["request"]["userAttributes"]["sub"])) == 1
+        assert handler._connection.info.user == role
+        # The password is rotated (database and SSM) and the warm container's session ends.
+        with admin.cursor() as cur:
+            cur.execute(f"ALTER ROLE {role} PASSWORD %s", (second,))
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
+        ssm.put_parameter(Name=parameter, Value=second, Type="SecureString", Overwrite=True)
+        two = event()
+        handler.lambda_handler(two, None)  # the old password is refused once, then re-read
+        assert len(user(database, two["request"]["userAttributes"]["sub"])) == 1
+        assert handler._password == second
+    finally:
+        handler._discard_connection()
+        with admin.cursor() as cur:
+            cur.execute(f"DROP OWNED BY {role}")
+            cur.execute(f"DROP ROLE {role}")
+        admin.close()
+
+
+def test_ssm_unreachable_is_the_generic_error(database, monkeypatch, caplog):
+    # Nothing listens on 127.0.0.1:9: the SSM call fails at once.
+    for name, value in {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "testing",
+                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                        "CONNECTION_URL": f"postgresql://nobody@{PG['host']}:{PG['port']}/{database}",
+                        "DB_PASSWORD_PARAMETER": "/cruddur/test/missing"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(handler, "_password", None)
+    monkeypatch.setattr(handler, "_ssm", None)
+    handler._discard_connection()
+    started = time.monotonic()
+    with pytest.raises(handler.SignUpNotRecorded) as failure:
+        handler.lambda_handler(event(), None)
+    assert str(failure.value) == handler.GENERIC_FAILURE
+    assert "could not record sub=" in caplog.text
+    assert time.monotonic() - started < 5.0

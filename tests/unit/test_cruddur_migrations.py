@@ -1,16 +1,12 @@
 """Unit tests of the cruddur_migrations module's logic (real files; a real database for run())."""
 
-import importlib.util
 import uuid
 
 import pytest
 
-from conftest import REPO, connect, drop_database, query
+from conftest import connect, drop_database, load_migrations_module, query
 
-PATH = REPO / "roles" / "cruddur_db" / "library" / "cruddur_migrations.py"
-spec = importlib.util.spec_from_file_location("cruddur_migrations", PATH)
-mig = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(mig)
+mig = load_migrations_module()
 
 
 def write(directory, name, text):

@@ -12,6 +12,10 @@
   is generic: Cognito shows it to the person signing up.
 - Cognito waits 5 seconds for a trigger: connecting, the statement and the one retry all fit
   within TIME_BUDGET seconds.
+- The connection: CONNECTION_URL (no password in it when deployed) plus, when
+  DB_PASSWORD_PARAMETER names an SSM SecureString, the password read from there at cold start,
+  and read again once when the database refuses it (the password was rotated). The function's
+  environment holds no secret.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ RETRY_NEEDS = CONNECT_TIMEOUT + STATEMENT_TIMEOUT_MS / 1000
 GENERIC_FAILURE = "Your account could not be set up just now. Please try again in a moment."
 
 _connection = None
+_password = None
+_ssm = None
 
 
 class InvalidEvent(ValueError):
@@ -86,18 +92,51 @@ def _unstorable(text: str) -> bool:
     return "\x00" in text or any("\ud800" <= char <= "\udfff" for char in text)
 
 
+def _password_from_ssm(refresh: bool = False) -> str | None:
+    """The password kept in SSM (DB_PASSWORD_PARAMETER), cached for the container's life."""
+    global _password, _ssm
+    name = os.environ.get("DB_PASSWORD_PARAMETER")
+    if not name:
+        return None
+    if _password is None or refresh:
+        if _ssm is None:
+            import boto3  # in the Lambda runtime; only needed when the password is in SSM
+            from botocore.config import Config
+
+            _ssm = boto3.client("ssm", config=Config(connect_timeout=1, read_timeout=1,
+                                                     retries={"max_attempts": 2}))
+        _password = _ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+    return _password
+
+
+def _open(url: str, password: str | None):
+    return psycopg2.connect(
+        url, connect_timeout=CONNECT_TIMEOUT, tcp_user_timeout=TCP_USER_TIMEOUT_MS,
+        options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+        application_name="cruddur-post-confirmation",
+        **({"password": password} if password is not None else {}))
+
+
 def _connect():
     global _connection
     if _connection is None or _connection.closed:
         url = os.environ.get("CONNECTION_URL")
         if not url:
             raise RuntimeError("CONNECTION_URL is not set in the function's environment")
-        _connection = psycopg2.connect(
-            url, connect_timeout=CONNECT_TIMEOUT, tcp_user_timeout=TCP_USER_TIMEOUT_MS,
-            options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
-            application_name="cruddur-post-confirmation")
+        password = _password_from_ssm()
+        try:
+            _connection = _open(url, password)
+        except psycopg2.OperationalError as exc:
+            if password is None or not _password_refused(exc):
+                raise
+            # Rotated since this container read it: read it again, once (a refusal is quick).
+            _connection = _open(url, _password_from_ssm(refresh=True))
         _connection.autocommit = True
     return _connection
+
+
+def _password_refused(exc: Exception) -> bool:
+    return isinstance(exc, psycopg2.OperationalError) and "password authentication failed" in str(exc)
 
 
 def _discard_connection() -> None:
@@ -157,6 +196,10 @@ def lambda_handler(event, context):
     except psycopg2.Error as exc:
         _discard_connection()
         log.error("post-confirmation could not record sub=%s: %s", sub, _reason(exc))
+        raise SignUpNotRecorded(GENERIC_FAILURE) from None
+    except Exception as exc:  # noqa: BLE001 - SSM unreachable or refusing: same answer to Cognito
+        _discard_connection()
+        log.error("post-confirmation could not record sub=%s: %s: %s", sub, type(exc).__name__, exc)
         raise SignUpNotRecorded(GENERIC_FAILURE) from None
     if recorded is None:
         log.info("post-confirmation sub=%s already recorded", sub)

@@ -87,9 +87,11 @@ def test_lambda_runtime_role_vpc_and_environment(db, group_id):
     subnets = client("rds").describe_db_subnet_groups(DBSubnetGroupName="cruddur-db-subnets")
     expected = sorted(s["SubnetIdentifier"] for s in subnets["DBSubnetGroups"][0]["Subnets"])
     assert sorted(function["VpcConfig"]["SubnetIds"]) == expected
-    url = function["Environment"]["Variables"]["CONNECTION_URL"]
-    assert url.startswith("postgresql://cruddurroot:")
-    assert url.endswith(f"@{db['Endpoint']['Address']}:5432/cruddur?sslmode=require")
+    # The sign-up role (insert and read users only), never the master user; no password in the
+    # environment: the function reads it from SSM at cold start.
+    assert function["Environment"]["Variables"] == {
+        "CONNECTION_URL": f"postgresql://cruddur_signup@{db['Endpoint']['Address']}:5432/cruddur?sslmode=require",
+        "DB_PASSWORD_PARAMETER": "/cruddur/db/cruddur_signup"}
 
 
 def test_role_trust_and_policies():
@@ -98,10 +100,11 @@ def test_role_trust_and_policies():
     statement = role["AssumeRolePolicyDocument"]["Statement"][0]
     assert statement["Principal"] == {"Service": "lambda.amazonaws.com"}
     attached = iam.list_attached_role_policies(RoleName="cruddur-post-confirmation-role")["AttachedPolicies"]
-    # Exactly the managed VPC access policy: nothing inline, nothing on "*" beside it.
+    # The managed VPC access policy, and inline only the read of its one password parameter.
     assert [p["PolicyArn"] for p in attached] == [
         "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"]
-    assert iam.list_role_policies(RoleName="cruddur-post-confirmation-role")["PolicyNames"] == []
+    assert iam.list_role_policies(RoleName="cruddur-post-confirmation-role")["PolicyNames"] == [
+        "cruddur-read-db-password"]
 
 
 def test_only_the_user_pool_may_invoke():

@@ -30,6 +30,10 @@ options:
     description: Directory holding the migration files.
     type: path
     required: true
+  db:
+    description: Database to migrate.
+    type: str
+    required: true
   login_host:
     description: Database server host.
     type: str
@@ -39,25 +43,28 @@ options:
     type: int
     default: 5432
   login_user:
-    description: Role to connect as.
+    description: Role to connect as (the database's owner role).
     type: str
     default: postgres
   login_password:
     description: Password of I(login_user).
     type: str
     no_log: true
-  db:
-    description: Database to migrate.
-    type: str
-    required: true
   ssl_mode:
     description: libpq sslmode.
     type: str
     default: prefer
+  ca_cert:
+    description: CA bundle that verifies the server (verify-ca, verify-full).
+    type: path
+    aliases: [ssl_rootcert]
   connect_timeout:
     description: Seconds to wait for the connection.
     type: int
     default: 10
+notes:
+  - The connection options are those of module_utils/cruddur_postgres.py, named as in
+    community.postgresql, so one module_defaults entry serves both.
   lock_timeout:
     description: Seconds to wait for another run's migration lock.
     type: int
@@ -98,6 +105,9 @@ import re
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible.module_utils.cruddur_postgres import (
+    connect as pg_connect, postgres_argument_spec, reason, require_driver, where as pg_where)
 
 try:
     import psycopg2
@@ -324,16 +334,7 @@ def run(conn, migrations, state, check_mode, lock_timeout):
 
 
 def connect(params):
-    return psycopg2.connect(
-        host=params["login_host"],
-        port=params["login_port"],
-        user=params["login_user"],
-        password=params["login_password"],
-        dbname=params["db"],
-        sslmode=params["ssl_mode"],
-        connect_timeout=params["connect_timeout"],
-        application_name="cruddur-migrations",
-    )
+    return pg_connect(params, "cruddur-migrations")
 
 
 def main():
@@ -341,19 +342,12 @@ def main():
         argument_spec=dict(
             state=dict(type="str", default="latest", choices=["latest", "rolled_back"]),
             migrations_dir=dict(type="path", required=True),
-            login_host=dict(type="str", default="127.0.0.1"),
-            login_port=dict(type="int", default=5432),
-            login_user=dict(type="str", default="postgres"),
-            login_password=dict(type="str", no_log=True),
-            db=dict(type="str", required=True),
-            ssl_mode=dict(type="str", default="prefer"),
-            connect_timeout=dict(type="int", default=10),
             lock_timeout=dict(type="int", default=120),
+            **postgres_argument_spec(),
         ),
         supports_check_mode=True,
     )
-    if psycopg2 is None:
-        module.fail_json(msg=missing_required_lib("psycopg2"), exception=PSYCOPG2_IMPORT_ERROR)
+    require_driver(module)
     if read_migrations is None:
         module.fail_json(msg=missing_required_lib("yoyo-migrations"), exception=YOYO_IMPORT_ERROR)
 
@@ -363,7 +357,7 @@ def main():
     except MigrationError as exc:
         module.fail_json(msg=str(exc))
 
-    where = f"database {params['db']} at {params['login_host']}:{params['login_port']}"
+    where = pg_where(params)
     try:
         conn = connect(params)
     except psycopg2.OperationalError as exc:
@@ -372,14 +366,14 @@ def main():
             # --check): everything would be applied.
             would = [m.id for m in migrations] if params["state"] == "latest" else []
             module.exit_json(changed=bool(would), applied=would, rolled_back=[], current=[])
-        module.fail_json(msg=f"cannot connect to {where}: {str(exc).strip()}")
+        module.fail_json(msg=f"cannot connect to {where}: {reason(exc)}")
 
     try:
         result = run(conn, migrations, params["state"], module.check_mode, params["lock_timeout"])
     except MigrationError as exc:
         module.fail_json(msg=f"{where}: {exc}")
     except psycopg2.Error as exc:
-        module.fail_json(msg=f"{where}: {str(exc).strip()}")
+        module.fail_json(msg=f"{where}: {reason(exc)}")
     finally:
         conn.close()
 

@@ -37,6 +37,10 @@ options:
       and C(%(cognito_user_id)s) parameters.
     type: str
     required: true
+  db:
+    type: str
+    required: true
+    description: Database name.
   login_host:
     type: str
     default: 127.0.0.1
@@ -48,19 +52,26 @@ options:
   login_user:
     type: str
     default: postgres
-    description: Database role.
+    description: Database role (the sign-up role, which may insert and read users only).
   login_password:
     type: str
     no_log: true
     description: Password of I(login_user).
-  db:
-    type: str
-    required: true
-    description: Database name.
   ssl_mode:
     type: str
     default: prefer
     description: libpq sslmode.
+  ca_cert:
+    type: path
+    aliases: [ssl_rootcert]
+    description: CA bundle that verifies the server.
+  connect_timeout:
+    type: int
+    default: 10
+    description: Seconds to wait for the connection.
+notes:
+  - The connection options are those of module_utils/cruddur_postgres.py, named as in
+    community.postgresql, so one module_defaults entry serves both.
 requirements: [boto3, psycopg2]
 """
 
@@ -115,13 +126,13 @@ except ImportError:
 else:
     BOTO3_IMPORT_ERROR = None
 
+from ansible.module_utils.cruddur_postgres import (
+    connect_or_fail, postgres_argument_spec, reason, require_driver, where as pg_where)
+
 try:
     import psycopg2
 except ImportError:
-    psycopg2 = None
-    PSYCOPG2_IMPORT_ERROR = traceback.format_exc()
-else:
-    PSYCOPG2_IMPORT_ERROR = None
+    psycopg2 = None  # require_driver() reports it
 
 # Cognito attribute -> users column: the post-confirmation handler's mapping.
 ATTRIBUTES = {
@@ -176,8 +187,7 @@ def insert_missing(conn, insert_sql, rows):
             conn.commit()
         except psycopg2.Error as exc:
             conn.rollback()
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            failed.append({"sub": row["cognito_user_id"], "reason": reason})
+            failed.append({"sub": row["cognito_user_id"], "reason": reason(exc).splitlines()[0]})
             continue
         if count:
             inserted.append(row["cognito_user_id"])
@@ -196,19 +206,13 @@ def main():
             endpoint_url=dict(type="str"),
             page_size=dict(type="int", default=60),
             insert_sql=dict(type="str", required=True),
-            login_host=dict(type="str", default="127.0.0.1"),
-            login_port=dict(type="int", default=5432),
-            login_user=dict(type="str", default="postgres"),
-            login_password=dict(type="str", no_log=True),
-            db=dict(type="str", required=True),
-            ssl_mode=dict(type="str", default="prefer"),
+            **postgres_argument_spec(),
         ),
         supports_check_mode=True,
     )
     if boto3 is None:
         module.fail_json(msg=missing_required_lib("boto3"), exception=BOTO3_IMPORT_ERROR)
-    if psycopg2 is None:
-        module.fail_json(msg=missing_required_lib("psycopg2"), exception=PSYCOPG2_IMPORT_ERROR)
+    require_driver(module)
     p = module.params
     if not 1 <= p["page_size"] <= 60:
         module.fail_json(msg=f"page_size must be from 1 to 60, got {p['page_size']}")
@@ -219,13 +223,8 @@ def main():
     except (BotoCoreError, ClientError) as exc:
         module.fail_json(msg=f"cannot list the users of pool {p['user_pool_id']}: {exc}")
 
-    where = f"database {p['db']} at {p['login_host']}:{p['login_port']}"
-    try:
-        conn = psycopg2.connect(host=p["login_host"], port=p["login_port"], user=p["login_user"],
-                                password=p["login_password"], dbname=p["db"], sslmode=p["ssl_mode"],
-                                connect_timeout=10, application_name="cruddur-cognito-reconcile")
-    except psycopg2.OperationalError as exc:
-        module.fail_json(msg=f"cannot connect to {where}: {str(exc).strip()}")
+    where = pg_where(p)
+    conn = connect_or_fail(module, "cruddur-cognito-reconcile")
     try:
         present = existing_subs(conn, [row["cognito_user_id"] for row in rows])
         conn.rollback()
@@ -235,7 +234,7 @@ def main():
         else:
             inserted, renamed, failed = insert_missing(conn, p["insert_sql"], missing)
     except psycopg2.Error as exc:
-        module.fail_json(msg=f"{where}: {str(exc).strip()}")
+        module.fail_json(msg=f"{where}: {reason(exc)}")
     finally:
         conn.close()
 

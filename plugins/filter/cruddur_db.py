@@ -1,0 +1,76 @@
+"""The one place that turns the inventory's database definition into what clients need.
+
+`cruddur_db_connection` (one dict per inventory: host, port, name, sslmode, sslrootcert) plus a
+login (user, password) becomes:
+- `cruddur_pg_url`: the libpq URL (`postgresql://user:password@host:port/name?sslmode=...`), for
+  the API's config, the `.env` file and psql;
+- `cruddur_pg_login`: the login arguments of community.postgresql modules and of the project's
+  own modules (module_defaults).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote, urlencode
+
+from ansible.errors import AnsibleFilterError
+
+REQUIRED = ("host", "port", "name")
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _checked(connection) -> dict:
+    if not isinstance(connection, dict):
+        raise AnsibleFilterError(f"the database connection must be a dict, got {type(connection).__name__}")
+    missing = [key for key in REQUIRED if not str(connection.get(key, "")).strip()]
+    if missing:
+        raise AnsibleFilterError(f"the database connection lacks {', '.join(missing)}")
+    sslmode = connection.get("sslmode") or "prefer"
+    if sslmode not in SSL_MODES:
+        raise AnsibleFilterError(f"sslmode {sslmode!r} is not one of {', '.join(SSL_MODES)}")
+    if sslmode == "verify-full" and not connection.get("sslrootcert"):
+        raise AnsibleFilterError("sslmode verify-full needs sslrootcert (the CA bundle's path)")
+    try:
+        port = int(connection["port"])
+    except (TypeError, ValueError):
+        raise AnsibleFilterError(f"port {connection['port']!r} is not a number") from None
+    return {**connection, "port": port, "sslmode": sslmode}
+
+
+def cruddur_pg_url(connection, user, password, name=None) -> str:
+    """The libpq URL for `user` on the connection (database `name` if given)."""
+    conn = _checked(connection)
+    host = conn["host"]
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address
+    query = {}
+    if conn["sslmode"] != "prefer":
+        query["sslmode"] = conn["sslmode"]
+    if conn.get("sslrootcert"):
+        query["sslrootcert"] = conn["sslrootcert"]
+    credentials = quote(str(user), safe="")
+    if password:
+        credentials += ":" + quote(str(password), safe="")
+    url = f"postgresql://{credentials}@{host}:{conn['port']}/{quote(str(name or conn['name']), safe='')}"
+    return url + ("?" + urlencode(query, safe="/") if query else "")
+
+
+def cruddur_pg_login(connection, user, password, db=None) -> dict:
+    """community.postgresql login arguments (login_db is left to each task)."""
+    conn = _checked(connection)
+    login = {
+        "login_host": conn["host"],
+        "login_port": conn["port"],
+        "login_user": user,
+        "login_password": password,
+        "ssl_mode": conn["sslmode"],
+    }
+    if conn.get("sslrootcert"):
+        login["ca_cert"] = conn["sslrootcert"]
+    if db:
+        login["db"] = db
+    return login
+
+
+class FilterModule:
+    def filters(self):
+        return {"cruddur_pg_url": cruddur_pg_url, "cruddur_pg_login": cruddur_pg_login}

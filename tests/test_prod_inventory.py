@@ -1,0 +1,113 @@
+"""The prod inventory itself, run as a user runs it, against moto's server on loopback through
+botocore's standard AWS_ENDPOINT_URL (the inventory untouched, no sandbox-only variable), and a
+real PostgreSQL standing in for the RDS endpoint where a database is needed (rds_standin)."""
+
+import urllib.request
+
+import boto3
+import pytest
+
+from conftest import AWS_ENV, run_playbook
+
+PROD = ("-i", "inventories/prod")
+ROLES = ("cruddur_owner", "cruddur_api", "cruddur_signup")
+
+
+@pytest.fixture
+def aws(moto_endpoint):
+    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"),
+                           timeout=10).read()
+    return moto_endpoint
+
+
+def ssm_value(aws, name):
+    client = boto3.client("ssm", endpoint_url=aws, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    return client.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+
+
+def prod_env(aws, standin=None):
+    """What a prod user has: AWS credentials and region; here the endpoint too. No password."""
+    env = {**AWS_ENV, "AWS_ENDPOINT_URL": aws, "CRUDDUR_PROD_DB_PASSWORD": "", "CRUDDUR_USER_POOL_ID": ""}
+    if standin is not None:
+        env.update(CRUDDUR_PROD_DB_HOST="127.0.0.1", CRUDDUR_PROD_DB_PORT=str(standin.port))
+    return env
+
+
+def changed_tasks(output):
+    """Names of the tasks that reported a change."""
+    names, task = [], None
+    for line in output.splitlines():
+        if line.startswith("TASK ["):
+            task = line[len("TASK ["):line.rindex("]")]
+        elif line.startswith("changed:") and task not in names:
+            names.append(task)
+    return names
+
+
+def test_aws_rds_without_a_password_generates_one_and_converges(aws):
+    first = run_playbook("playbooks/aws-rds.yml", *PROD, "-vvvv", env=prod_env(aws))
+    assert first.rc == 0, first.output[-4000:]
+    master = ssm_value(aws, "/cruddur/rds/master-password")
+    assert len(master) == 32
+    second = run_playbook("playbooks/aws-rds.yml", *PROD, "-vvvv", env=prod_env(aws))
+    assert second.rc == 0, second.output[-4000:]
+    # Only what moto cannot report back (Performance Insights, README): the instance task.
+    assert changed_tasks(second.output) == ["cruddur_rds : instance | The RDS instance"]
+    assert ssm_value(aws, "/cruddur/rds/master-password") == master  # never overwritten
+    for run in (first, second):
+        assert master not in run.output
+
+
+def test_prod_chores_read_the_generated_passwords_by_themselves(aws, rds_standin, tmp_path):
+    assert run_playbook("playbooks/aws-rds.yml", *PROD, env=prod_env(aws)).rc == 0
+    master = ssm_value(aws, "/cruddur/rds/master-password")
+    # What RDS does at creation: a master user that may create databases and roles, not a superuser.
+    rds_standin.sql(f"""
+        DROP DATABASE IF EXISTS cruddur WITH (FORCE);
+        DO $$ BEGIN
+          IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'cruddurroot') THEN
+            CREATE ROLE cruddurroot LOGIN CREATEDB CREATEROLE;
+          END IF;
+        END $$;
+        ALTER ROLE cruddurroot PASSWORD '{master}';""")
+    env, env_file = prod_env(aws, rds_standin), tmp_path / "prod.env"
+    extra = {"cruddur_db_env_file": str(env_file)}
+    runs = [run_playbook(f"playbooks/{name}.yml", *PROD, "-vvvv", env=env, extra_vars=extra)
+            for name in ("db-create", "db-migrate", "db-seed")]
+    assert all(run.rc == 0 for run in runs), [run.output[-3000:] for run in runs]
+    again = [run_playbook(f"playbooks/{name}.yml", *PROD, env=env, extra_vars=extra)
+             for name in ("db-create", "db-migrate", "db-seed")]
+    assert [run.changed() for run in again] == [0, 0, 0], [changed_tasks(run.output) for run in again]
+
+    generated = {role: ssm_value(aws, f"/cruddur/db/{role}") for role in ROLES}
+    for run in runs + again:
+        for secret in (master, *generated.values()):
+            assert secret not in run.output
+    # The roles: logins, none of them a superuser; the owner owns the database and its tables.
+    assert rds_standin.sql("SELECT string_agg(rolname || ':' || rolsuper || rolcreaterole || rolcreatedb, ',' "
+                           "ORDER BY rolname) FROM pg_roles WHERE rolname LIKE 'cruddur\\_%'") == \
+        "cruddur_api:falsefalsefalse,cruddur_owner:falsefalsefalse,cruddur_signup:falsefalsefalse"
+    owners = rds_standin.sql("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'"
+                             " UNION SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'cruddur'")
+    assert owners == "cruddur_owner"
+    # The URL file: the owner's login, TLS required, mode 0600.
+    line = next(line for line in env_file.read_text().splitlines() if line.startswith("PROD_CONNECTION_URL="))
+    assert line == (f"PROD_CONNECTION_URL=postgresql://cruddur_owner:{generated['cruddur_owner']}"
+                    f"@127.0.0.1:{rds_standin.port}/cruddur?sslmode=require")
+    assert env_file.stat().st_mode & 0o777 == 0o600
+    # Each role logs in with its generated password, over TLS.
+    for role, password in generated.items():
+        conn = rds_standin.connect("cruddur", role, password)
+        with conn.cursor() as cur:
+            cur.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            assert cur.fetchone() == (True,)
+        conn.close()
+
+
+def test_prod_without_any_password_source_names_the_problem(aws, rds_standin):
+    # No vault, no environment variable, and nothing in SSM yet (aws-rds.yml never ran).
+    run = run_playbook("playbooks/db-create.yml", *PROD, env=prod_env(aws, rds_standin))
+    assert run.rc != 0
+    assert "the password master-password is not in /cruddur/rds/master-password" in run.output
+    assert "Traceback" not in run.output
