@@ -7,7 +7,7 @@ import urllib.request
 import boto3
 import pytest
 
-from conftest import AWS_ENV, run_playbook
+from conftest import AWS_ENV, make_tls, run_playbook
 
 PROD = ("-i", "inventories/prod")
 ROLES = ("cruddur_owner", "cruddur_api", "cruddur_signup")
@@ -30,7 +30,9 @@ def prod_env(aws, standin=None):
     """What a prod user has: AWS credentials and region; here the endpoint too. No password."""
     env = {**AWS_ENV, "AWS_ENDPOINT_URL": aws, "CRUDDUR_PROD_DB_PASSWORD": "", "CRUDDUR_USER_POOL_ID": ""}
     if standin is not None:
-        env.update(CRUDDUR_PROD_DB_HOST="127.0.0.1", CRUDDUR_PROD_DB_PORT=str(standin.port))
+        # The stand-in's certificate comes from the tests' own CA: it takes the RDS bundle's place.
+        env.update(CRUDDUR_PROD_DB_HOST="127.0.0.1", CRUDDUR_PROD_DB_PORT=str(standin.port),
+                   CRUDDUR_PROD_DB_CA_BUNDLE=str(standin.ca))
     return env
 
 
@@ -91,10 +93,10 @@ def test_prod_chores_read_the_generated_passwords_by_themselves(aws, rds_standin
     owners = rds_standin.sql("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'"
                              " UNION SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'cruddur'")
     assert owners == "cruddur_owner"
-    # The URL file: the owner's login, TLS required, mode 0600.
+    # The URL file: the owner's login, TLS that verifies the server, mode 0600.
     line = next(line for line in env_file.read_text().splitlines() if line.startswith("PROD_CONNECTION_URL="))
     assert line == (f"PROD_CONNECTION_URL=postgresql://cruddur_owner:{generated['cruddur_owner']}"
-                    f"@127.0.0.1:{rds_standin.port}/cruddur?sslmode=require")
+                    f"@127.0.0.1:{rds_standin.port}/cruddur?sslmode=verify-full&sslrootcert={rds_standin.ca}")
     assert env_file.stat().st_mode & 0o777 == 0o600
     # Each role logs in with its generated password, over TLS.
     for role, password in generated.items():
@@ -111,3 +113,35 @@ def test_prod_without_any_password_source_names_the_problem(aws, rds_standin):
     assert run.rc != 0
     assert "the password master-password is not in /cruddur/rds/master-password" in run.output
     assert "Traceback" not in run.output
+
+
+def prepare_master(aws, standin):
+    assert run_playbook("playbooks/aws-rds.yml", *PROD, env=prod_env(aws)).rc == 0
+    standin.sql(f"""
+        DO $$ BEGIN
+          IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'cruddurroot') THEN
+            CREATE ROLE cruddurroot LOGIN CREATEDB CREATEROLE;
+          END IF;
+        END $$;
+        ALTER ROLE cruddurroot PASSWORD '{ssm_value(aws, "/cruddur/rds/master-password")}';""")
+
+
+def test_a_server_certificate_from_another_ca_is_refused(aws, rds_standin, tmp_path):
+    prepare_master(aws, rds_standin)
+    other = make_tls(tmp_path / "other", "some other CA")
+    env = {**prod_env(aws, rds_standin), "CRUDDUR_PROD_DB_CA_BUNDLE": str(other["ca"])}
+    run = run_playbook("playbooks/db-sessions.yml", *PROD, env=env)
+    assert run.rc != 0
+    assert "certificate verify failed" in run.output
+    verified = run_playbook("playbooks/db-sessions.yml", *PROD, env=prod_env(aws, rds_standin))
+    assert verified.rc == 0, verified.output[-3000:]
+
+
+def test_a_missing_ca_bundle_is_named_before_anything_connects(aws, rds_standin, tmp_path):
+    prepare_master(aws, rds_standin)
+    env = {**prod_env(aws, rds_standin), "CRUDDUR_PROD_DB_CA_BUNDLE": str(tmp_path / "absent.pem")}
+    run = run_playbook("playbooks/db-migrate.yml", *PROD, env=env)
+    assert run.rc != 0
+    text = " ".join(run.output.split())
+    assert f"verifies the server against {tmp_path / 'absent.pem'}, which does not exist" in text
+    assert "truststore.pki.rds.amazonaws.com" in text

@@ -6,6 +6,7 @@ login (user, password) becomes:
   the API's config, the `.env` file and psql;
 - `cruddur_pg_login`: the login arguments of community.postgresql modules and of the project's
   own modules (module_defaults).
+And `cruddur_privilege_rows` spreads the application roles' grants into one row per privilege.
 """
 
 from __future__ import annotations
@@ -71,6 +72,32 @@ def cruddur_pg_login(connection, user, password, db=None) -> dict:
     return login
 
 
+TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+
+
+def cruddur_pg_ident(name) -> str:
+    """A PostgreSQL identifier, quoted."""
+    text = str(name)
+    if not text or "\x00" in text:
+        raise AnsibleFilterError(f"{name!r} is not a PostgreSQL identifier")
+    return '"' + text.replace('"', '""') + '"'
+
+
+def cruddur_privilege_rows(app_roles) -> list:
+    """The application roles' grants ([{name, grants: [{table, privs}]}]) as one row per
+    privilege: [{role, tbl, priv}], what has_table_privilege checks."""
+    rows = []
+    for role in app_roles or []:
+        for grant in role.get("grants", []):
+            for priv in grant["privs"]:
+                priv = str(priv).upper()
+                if priv not in TABLE_PRIVILEGES:
+                    raise AnsibleFilterError(f"{priv!r} (role {role['name']}) is not a table privilege")
+                rows.append({"role": role["name"], "tbl": grant["table"], "priv": priv})
+    return rows
+
+
 class FilterModule:
     def filters(self):
-        return {"cruddur_pg_url": cruddur_pg_url, "cruddur_pg_login": cruddur_pg_login}
+        return {"cruddur_pg_url": cruddur_pg_url, "cruddur_pg_login": cruddur_pg_login,
+                "cruddur_privilege_rows": cruddur_privilege_rows, "cruddur_pg_ident": cruddur_pg_ident}
