@@ -2,6 +2,7 @@
 
 import json
 import stat
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -117,16 +118,21 @@ def gunicorn_master_pid(host):
     return int(status.stdout.strip())
 
 
-def test_restarts_only_when_its_configuration_changes(host, converged, activities_made):
+def worker_pids(host, master):
+    return {p.pid for p in host.process.filter(user="cruddur") if "gunicorn" in p.args and p.pid != master}
+
+
+def test_reloads_gracefully_only_when_its_configuration_changes(host, converged, activities_made):
     from conftest import run_playbook
 
     # Rows of its own, so a page size of 1 shows on any database, a fresh one included.
     post_activity(activities_made, "first of two")
     post_activity(activities_made, "second of two")
     pid = gunicorn_master_pid(host)
+    workers = worker_pids(host, pid)
     unchanged = run_playbook("playbooks/api-deploy.yml")
     assert unchanged.rc == 0 and unchanged.changed() == 0, unchanged.output[-3000:]
-    assert gunicorn_master_pid(host) == pid
+    assert gunicorn_master_pid(host) == pid and worker_pids(host, pid) == workers
 
     secret_header = "x-api-key=otel-header-f00dfeed"
     try:
@@ -135,8 +141,14 @@ def test_restarts_only_when_its_configuration_changes(host, converged, activitie
             "cruddur_api_otel_environment": {"OTEL_EXPORTER_OTLP_HEADERS": secret_header},
             "cruddur_api_frontend_url": "https://frontend.example"}))
         assert changed.rc == 0, changed.output[-3000:]
-        assert "RUNNING HANDLER [cruddur_api : Restart cruddur-api under supervisor]" in changed.output
-        assert gunicorn_master_pid(host) != pid
+        # A graceful reload (HUP): the same master, new workers that read the new configuration.
+        assert "RUNNING HANDLER [cruddur_api : Reload cruddur-api under supervisor]" in changed.output
+        assert "Restart cruddur-api" not in changed.output
+        assert gunicorn_master_pid(host) == pid
+        deadline = time.monotonic() + 30
+        while worker_pids(host, pid) & workers and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not worker_pids(host, pid) & workers
         status, headers, feed = http_full("GET", "/api/activities/home", headers={"Origin": "https://frontend.example"})
         assert status == 200 and len(feed) == 1  # the new configuration is live
         assert headers["Access-Control-Allow-Origin"] == "https://frontend.example"

@@ -145,3 +145,40 @@ def test_a_missing_ca_bundle_is_named_before_anything_connects(aws, rds_standin,
     text = " ".join(run.output.split())
     assert f"verifies the server against {tmp_path / 'absent.pem'}, which does not exist" in text
     assert "truststore.pki.rds.amazonaws.com" in text
+
+
+def test_rotation_on_prod_gives_the_master_and_every_role_a_new_password(aws, rds_standin, tmp_path):
+    prepare_master(aws, rds_standin)
+    env, extra = prod_env(aws, rds_standin), {"cruddur_db_env_file": str(tmp_path / "prod.env")}
+    rds_standin.sql("DROP DATABASE IF EXISTS cruddur WITH (FORCE)")
+    assert run_playbook("playbooks/db-create.yml", *PROD, env=env, extra_vars=extra).rc == 0
+    old_master = ssm_value(aws, "/cruddur/rds/master-password")
+    old = {role: ssm_value(aws, f"/cruddur/db/{role}") for role in ROLES}
+
+    check = run_playbook("playbooks/db-rotate-passwords.yml", *PROD, "--check", env=env, extra_vars=extra)
+    assert check.rc == 0, check.output[-3000:]
+    text = " ".join(check.output.split())
+    assert "Would rotate the master password of cruddur-db-instance" in text
+    assert "Would rotate the passwords of cruddur_owner, cruddur_api, cruddur_signup" in text
+    assert ssm_value(aws, "/cruddur/rds/master-password") == old_master
+
+    # The master first (on AWS the instance takes it; the stand-in is told, as RDS would be).
+    master = run_playbook("playbooks/db-rotate-passwords.yml", *PROD, "--limit", "aws", "-vvvv", env=env,
+                          extra_vars=extra)
+    assert master.rc == 0, master.output[-3000:]
+    new_master = ssm_value(aws, "/cruddur/rds/master-password")
+    assert new_master != old_master
+    assert "force_update_password" in master.output  # the instance task really sent it
+    rds_standin.sql(f"ALTER ROLE cruddurroot PASSWORD '{new_master}'")
+    roles = run_playbook("playbooks/db-rotate-passwords.yml", *PROD, "--limit", "cruddur_db", "-vvvv", env=env,
+                         extra_vars=extra)
+    assert roles.rc == 0, roles.output[-3000:]
+    new = {role: ssm_value(aws, f"/cruddur/db/{role}") for role in ROLES}
+    for role in ROLES:
+        assert new[role] != old[role]
+        rds_standin.connect("cruddur", role, new[role]).close()
+        with pytest.raises(Exception, match="password authentication failed"):
+            rds_standin.connect("cruddur", role, old[role])
+    for run in (master, roles):
+        for secret in (old_master, new_master, *old.values(), *new.values()):
+            assert secret not in run.output
