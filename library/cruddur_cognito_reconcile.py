@@ -32,6 +32,11 @@ options:
     description: Users per ListUsers call (Cognito allows at most 60).
     type: int
     default: 60
+  attributes:
+    description: Cognito attribute to users column, the handler's own mapping (its attributes.json);
+      the columns must include C(display_name), C(email), C(handle) and C(cognito_user_id).
+    type: dict
+    required: true
   insert_sql:
     description: The INSERT statement, with C(%(display_name)s), C(%(email)s), C(%(handle)s)
       and C(%(cognito_user_id)s) parameters.
@@ -134,14 +139,6 @@ try:
 except ImportError:
     psycopg2 = None  # require_driver() reports it
 
-# Cognito attribute -> users column: the post-confirmation handler's mapping.
-ATTRIBUTES = {
-    "name": "display_name",
-    "email": "email",
-    "preferred_username": "handle",
-    "sub": "cognito_user_id",
-}
-
 
 def confirmed_users(client, user_pool_id, page_size):
     """Yield the attribute dicts of the pool's confirmed, enabled users, page by page."""
@@ -154,15 +151,16 @@ def confirmed_users(client, user_pool_id, page_size):
                 yield attributes
 
 
-def plan(users):
-    """Split users into rows to consider and skipped entries (missing attributes)."""
+def plan(users, mapping):
+    """Split users into rows to consider and skipped entries (missing attributes). `mapping` is
+    the handler's Cognito attribute -> users column (its attributes.json)."""
     rows, skipped = [], []
     for attributes in users:
-        missing = [n for n in ATTRIBUTES if not (attributes.get(n) or "").strip() or "\x00" in attributes[n]]
+        missing = [n for n in mapping if not (attributes.get(n) or "").strip() or "\x00" in attributes[n]]
         if missing:
             skipped.append({"sub": attributes.get("sub"), "reason": f"missing or invalid: {', '.join(missing)}"})
         else:
-            rows.append({column: attributes[name] for name, column in ATTRIBUTES.items()})
+            rows.append({column: attributes[name] for name, column in mapping.items()})
     return rows, skipped
 
 
@@ -206,6 +204,7 @@ def main():
             endpoint_url=dict(type="str"),
             page_size=dict(type="int", default=60),
             insert_sql=dict(type="str", required=True),
+            attributes=dict(type="dict", required=True),
             **postgres_argument_spec(),
         ),
         supports_check_mode=True,
@@ -219,7 +218,7 @@ def main():
 
     client = boto3.client("cognito-idp", region_name=p["region"], endpoint_url=p["endpoint_url"])
     try:
-        rows, skipped = plan(confirmed_users(client, p["user_pool_id"], p["page_size"]))
+        rows, skipped = plan(confirmed_users(client, p["user_pool_id"], p["page_size"]), p["attributes"])
     except (BotoCoreError, ClientError) as exc:
         module.fail_json(msg=f"cannot list the users of pool {p['user_pool_id']}: {exc}")
 

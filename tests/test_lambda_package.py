@@ -55,7 +55,7 @@ def test_package_layout(built):
         infos = archive.infolist()
     names = [info.filename for info in infos]
     assert names == sorted(names)
-    assert {"handler.py", "insert_user.sql", "psycopg2/__init__.py"} <= set(names)
+    assert {"attributes.json", "handler.py", "insert_user.sql", "psycopg2/__init__.py"} <= set(names)
     extensions = [n for n in names if n.startswith("psycopg2/_psycopg") and n.endswith(".so")]
     assert len(extensions) == 1 and "cpython-312-x86_64-linux-gnu" in extensions[0]
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
@@ -73,7 +73,7 @@ def test_check_mode_builds_nothing(tmp_path):
 def test_the_seed_layer_is_opt_in(tmp_path):
     build(tmp_path, "-e", "cruddur_lambda_use_seed_layer=true")
     with zipfile.ZipFile(tmp_path / "cruddur-post-confirmation.zip") as archive:
-        assert sorted(archive.namelist()) == ["handler.py", "insert_user.sql"]
+        assert sorted(archive.namelist()) == ["attributes.json", "handler.py", "insert_user.sql"]
 
 
 # --- the zip module itself ---------------------------------------------------------------

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -32,16 +33,10 @@ log = logging.getLogger("cruddur.post_confirmation")
 log.setLevel(logging.INFO)
 
 INSERT_USER = Path(__file__).with_name("insert_user.sql").read_text(encoding="utf-8")
+# Cognito attribute -> users column; the reconcile chore reads the same file.
+ATTRIBUTES = json.loads(Path(__file__).with_name("attributes.json").read_text(encoding="utf-8"))
 
 SIGN_UP = "PostConfirmation_ConfirmSignUp"
-
-# Cognito attribute -> users column
-ATTRIBUTES = {
-    "name": "display_name",
-    "email": "email",
-    "preferred_username": "handle",
-    "sub": "cognito_user_id",
-}
 
 # Seconds: libpq's connect timeout (its minimum is 2), how long an unanswered write may hang,
 # the statement's limit, and the whole budget (Cognito gives up after 5).

@@ -1,0 +1,71 @@
+"""The connection has one owner in the code too: roles build no URL and reach out of their
+directory nowhere; the filter that renders URLs and logins does it right."""
+
+import importlib.util
+import re
+
+import pytest
+
+from conftest import REPO
+
+spec = importlib.util.spec_from_file_location("cruddur_db_filters", REPO / "plugins" / "filter" / "cruddur_db.py")
+filters = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(filters)
+
+ROLE_FILES = [p for p in (REPO / "roles").rglob("*") if p.is_file() and p.suffix in (".yml", ".j2", ".py")]
+# A URL being assembled: the scheme followed by a template or a string concatenation.
+BUILDS_URL = re.compile(r"postgres(ql)?://(\{\{|\"\s*~|'\s*~|\{[a-z_])")
+
+
+def test_no_role_builds_a_connection_url():
+    assert ROLE_FILES
+    assert [str(p) for p in ROLE_FILES if BUILDS_URL.search(p.read_text())] == []
+    renderers = [p for p in (REPO / "plugins").rglob("*.py") if "postgresql://" in p.read_text()]
+    assert [p.name for p in renderers] == ["cruddur_db.py"]
+
+
+def test_no_role_reaches_out_of_its_directory():
+    assert [str(p) for p in ROLE_FILES if "role_path }}/.." in p.read_text() or "role_path ~ '/.." in p.read_text()] == []
+
+
+CONNECTION = {"host": "db.example", "port": 5432, "name": "cruddur", "sslmode": "prefer", "sslrootcert": ""}
+
+
+@pytest.mark.parametrize("connection, user, password, url", [
+    (CONNECTION, "cruddur_api", "p@ss/w:rd?", "postgresql://cruddur_api:p%40ss%2Fw%3Ard%3F@db.example:5432/cruddur"),
+    ({**CONNECTION, "sslmode": "verify-full", "sslrootcert": "/etc/ca.pem"}, "u", "p",
+     "postgresql://u:p@db.example:5432/cruddur?sslmode=verify-full&sslrootcert=/etc/ca.pem"),
+    ({**CONNECTION, "host": "::1", "port": "5433"}, "u", "", "postgresql://u@[::1]:5433/cruddur"),
+])
+def test_urls(connection, user, password, url):
+    assert filters.cruddur_pg_url(connection, user, password) == url
+
+
+@pytest.mark.parametrize("connection, message", [
+    ({**CONNECTION, "host": ""}, "lacks host"),
+    ({**CONNECTION, "port": "five"}, "not a number"),
+    ({**CONNECTION, "sslmode": "sometimes"}, "is not one of"),
+    ({**CONNECTION, "sslmode": "verify-full"}, "needs sslrootcert"),
+    ("postgresql://x", "must be a dict"),
+])
+def test_bad_connections_are_named(connection, message):
+    from ansible.errors import AnsibleFilterError
+
+    with pytest.raises(AnsibleFilterError, match=message):
+        filters.cruddur_pg_url(connection, "u", "p")
+
+
+def test_logins_carry_the_same_connection():
+    login = filters.cruddur_pg_login({**CONNECTION, "sslmode": "verify-full", "sslrootcert": "/ca"}, "u", "p")
+    assert login == {"login_host": "db.example", "login_port": 5432, "login_user": "u", "login_password": "p",
+                     "ssl_mode": "verify-full", "ca_cert": "/ca"}
+
+
+def test_privilege_rows_admit_table_privileges_only():
+    from ansible.errors import AnsibleFilterError
+
+    rows = filters.cruddur_privilege_rows([{"name": "r", "grants": [{"table": "t", "privs": ["select", "INSERT"]}]}])
+    assert rows == [{"role": "r", "tbl": "t", "priv": "SELECT"}, {"role": "r", "tbl": "t", "priv": "INSERT"}]
+    with pytest.raises(AnsibleFilterError, match="not a table privilege"):
+        filters.cruddur_privilege_rows([{"name": "r", "grants": [{"table": "t", "privs": ["ALL; DROP TABLE t"]}]}])
+    assert filters.cruddur_pg_ident('we"ird') == '"we""ird"'
