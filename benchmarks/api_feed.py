@@ -33,10 +33,11 @@ DB = "cruddur_bench_feed"
 PASSWORD = os.environ.get("CRUDDUR_LOCAL_DB_PASSWORD") or "password"
 PORT = 4599
 CONCURRENCY = 8
+LAST_SPREAD: list[int] = []
 ENV = {**os.environ, "PGPASSWORD": PASSWORD}
 PSQL = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"]
 sys.path.insert(0, str(API_DIR))
-from cruddur_api.db import WRAP_PAGE  # noqa: E402  (the exact wrapping the API applies)
+from cruddur_api.db import SQL_DIR, WRAP_PAGE, load_templates  # noqa: E402  (the API's own SQL)
 
 
 def psql(db: str, sql: str) -> str:
@@ -95,6 +96,18 @@ def stop_api(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
+def connections_per_worker() -> list[int]:
+    """How the clients' keep-alive connections are spread over gunicorn's workers right now.
+    A connection stays with the worker that accepted it, so an uneven spread (6/2 with 8
+    clients and 2 workers) caps the run at what the busier worker's threads can do."""
+    out = subprocess.run(["ss", "-Htnp", "state", "established", f"( sport = :{PORT} )"],
+                         capture_output=True, text=True, check=False).stdout
+    counts: dict[str, int] = {}
+    for pid in re.findall(r"pid=(\d+)", out):
+        counts[pid] = counts.get(pid, 0) + 1
+    return sorted(counts.values(), reverse=True)
+
+
 def load_python(duration: float) -> tuple[float, float, float]:
     latencies: list[float] = []
     lock = threading.Lock()
@@ -119,6 +132,9 @@ def load_python(duration: float) -> tuple[float, float, float]:
     started = time.monotonic()
     for thread in threads:
         thread.start()
+    time.sleep(min(0.5, duration / 4))
+    global LAST_SPREAD
+    LAST_SPREAD = connections_per_worker()
     for thread in threads:
         thread.join()
     elapsed = time.monotonic() - started
@@ -128,9 +144,14 @@ def load_python(duration: float) -> tuple[float, float, float]:
 
 
 def load_wrk(duration: float) -> tuple[float, float, float]:
-    out = subprocess.run(["wrk", "-t2", f"-c{CONCURRENCY}", f"-d{int(duration)}s", "--latency",
-                          f"http://127.0.0.1:{PORT}/api/activities/home"],
-                         check=True, capture_output=True, text=True).stdout
+    global LAST_SPREAD
+    proc = subprocess.Popen(["wrk", "-t2", f"-c{CONCURRENCY}", f"-d{int(duration)}s", "--latency",
+                             f"http://127.0.0.1:{PORT}/api/activities/home"], stdout=subprocess.PIPE, text=True)
+    time.sleep(min(1.0, duration / 4))
+    LAST_SPREAD = connections_per_worker()
+    out = proc.communicate()[0]
+    if proc.returncode != 0:
+        raise SystemExit(f"wrk failed ({proc.returncode})")
     if re.search(r"Non-2xx or 3xx responses", out):
         raise SystemExit(out)
 
@@ -143,7 +164,7 @@ def load_wrk(duration: float) -> tuple[float, float, float]:
 
 
 def pgbench(duration: float) -> float:
-    sql = (API_DIR / "cruddur_api/sql/activities/home.sql").read_text().strip().rstrip(";")
+    sql = load_templates(SQL_DIR)["activities/home"]  # fragments included, as the API loads it
     script = WRAP_PAGE.format(template=sql).replace("%(limit)s", "20") + ";\n"
     # pgbench scripts are one statement per line
     script = " ".join(line.split("--")[0].strip() for line in script.splitlines()) + "\n"
@@ -162,7 +183,9 @@ def main() -> None:
     print(f"home feed benchmark: {CONCURRENCY} keep-alive clients, {duration:.0f}s per size, "
           f"load from {'wrk' if loader is load_wrk else 'a Python client (install wrk for a lighter one)'}")
     print(f"{'activities':>11} {'fill s':>7} {'API req/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'pgbench tps':>12} {'API/pgbench':>12}")
+          f"{'pgbench tps':>12} {'API/pgbench':>12}  conns/worker")
+    print("conns/worker: how the keep-alive connections were spread over gunicorn's workers. A")
+    print("connection stays with the worker that accepted it; all 8 on one worker halves req/s on 2 cores.")
     prepare_database()
     try:
         for size in sizes:
@@ -174,7 +197,9 @@ def main() -> None:
             finally:
                 stop_api(api)
             tps = pgbench(duration)
-            print(f"{size:>11,} {fill:>7.1f} {rps:>10.0f} {p50:>8.2f} {p99:>8.2f} {tps:>12.0f} {rps / tps:>12.2f}")
+            spread = "/".join(str(n) for n in LAST_SPREAD) or "?"
+            print(f"{size:>11,} {fill:>7.1f} {rps:>10.0f} {p50:>8.2f} {p99:>8.2f} {tps:>12.0f} {rps / tps:>12.2f}"
+                  f"  {spread}")
     finally:
         psql("postgres", f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
 
