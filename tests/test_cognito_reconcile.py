@@ -71,9 +71,10 @@ def test_missing_confirmed_users_are_inserted_once(moto_endpoint, cognito, datab
     assert "Would insert 55 of 65 confirmed users" in check.output
     assert query(database, count) == [(10,)]
 
-    run = reconcile(moto_endpoint, pool, database)
+    run = reconcile(moto_endpoint, pool, database, "-vvvv")
     assert run.rc == 0 and run.changed() == 1, run.output[-3000:]
     assert f"Skipped: {incomplete['sub']}" in run.output
+    assert role_password("cruddur_signup") not in run.output
     rows = query(database, "SELECT display_name, email, handle, cognito_user_id FROM users"
                            " WHERE cognito_user_id IS NOT NULL ORDER BY handle")
     assert rows == [(a["name"], a["email"], a["preferred_username"], a["sub"]) for a in confirmed]

@@ -63,7 +63,7 @@ def test_rotation_refuses_the_old_passwords_and_the_api_serves_throughout():
     loop.start()
     try:
         time.sleep(0.5)
-        run = run_playbook("playbooks/db-rotate-passwords.yml")
+        run = run_playbook("playbooks/db-rotate-passwords.yml", "-vvvv")  # api-deploy.yml included
         time.sleep(1)  # requests on the reloaded workers too
     finally:
         loop.stop.set()
