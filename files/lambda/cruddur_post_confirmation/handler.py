@@ -98,8 +98,10 @@ def _password_from_ssm(refresh: bool = False) -> str | None:
             import boto3  # in the Lambda runtime; only needed when the password is in SSM
             from botocore.config import Config
 
+            # At most 2 s, no retry: with the database's connect timeout (2 s) the worst case stays
+            # inside the handler's 4 s budget and Cognito's 5 s wait.
             _ssm = boto3.client("ssm", config=Config(connect_timeout=1, read_timeout=1,
-                                                     retries={"max_attempts": 2}))
+                                                     retries={"total_max_attempts": 1}))
         _password = _ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
     return _password
 
