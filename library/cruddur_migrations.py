@@ -113,10 +113,7 @@ try:
     import psycopg2
     from psycopg2 import errors as pg_errors
 except ImportError:
-    psycopg2 = None
-    PSYCOPG2_IMPORT_ERROR = traceback.format_exc()
-else:
-    PSYCOPG2_IMPORT_ERROR = None
+    psycopg2 = None  # require_driver() reports it
 
 try:
     from yoyo import read_migrations

@@ -62,17 +62,9 @@ def test_aws_rds_without_a_password_generates_one_and_converges(aws):
 
 
 def test_prod_chores_read_the_generated_passwords_by_themselves(aws, rds_standin, tmp_path):
-    assert run_playbook("playbooks/aws-rds.yml", *PROD, env=prod_env(aws)).rc == 0
+    prepare_master(aws, rds_standin)
     master = ssm_value(aws, "/cruddur/rds/master-password")
-    # What RDS does at creation: a master user that may create databases and roles, not a superuser.
-    rds_standin.sql(f"""
-        DROP DATABASE IF EXISTS cruddur WITH (FORCE);
-        DO $$ BEGIN
-          IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'cruddurroot') THEN
-            CREATE ROLE cruddurroot LOGIN CREATEDB CREATEROLE;
-          END IF;
-        END $$;
-        ALTER ROLE cruddurroot PASSWORD '{master}';""")
+    rds_standin.sql("DROP DATABASE IF EXISTS cruddur WITH (FORCE)")
     env, env_file = prod_env(aws, rds_standin), tmp_path / "prod.env"
     extra = {"cruddur_db_env_file": str(env_file)}
     runs = [run_playbook(f"playbooks/{name}.yml", *PROD, "-vvvv", env=env, extra_vars=extra)
