@@ -196,7 +196,8 @@ def test_no_secret_in_verbose_output_and_teardown_keeps_a_final_snapshot(aws, po
     vars_file.write_text(json.dumps({"cruddur_rds_master_password": given}))
     runs = [sandbox(aws, pool, "playbooks/aws-site.yml", "-vvvv", "-e", f"@{vars_file}", tmp_path=tmp_path)]
     runs.append(sandbox(aws, pool, "playbooks/aws-teardown.yml", "-vvvv", tmp_path=tmp_path,
-                        cruddur_rds_final_snapshot_identifier="cruddur-final-test"))
+                        cruddur_rds_final_snapshot_identifier="cruddur-final-test",
+                        cruddur_rds_confirm_teardown="cruddur-db-instance"))
     # Again without a given password: one is generated and kept in SSM.
     runs.append(sandbox(aws, pool, "playbooks/aws-site.yml", "-vvvv", tmp_path=tmp_path))
     ssm = client(aws, "ssm")
@@ -268,10 +269,42 @@ def test_the_function_reaches_ssm_through_an_endpoint_in_its_vpc(aws, pool, tmp_
     assert rule["IpRanges"] == []
 
 
+# Both confirmations: delete the instance, and without a final snapshot.
+GONE_FOR_GOOD = dict(cruddur_rds_confirm_teardown="cruddur-db-instance",
+                     cruddur_rds_confirm_no_final_snapshot="cruddur-db-instance")
+
+
+def test_teardown_refuses_without_confirmation_and_keeps_a_final_snapshot_by_default(aws, pool, tmp_path):
+    assert sandbox(aws, pool, "playbooks/aws-site.yml", tmp_path=tmp_path).rc == 0
+    rds = client(aws, "rds")
+    (instance,) = rds.describe_db_instances()["DBInstances"]
+    # Safer than the original command: automated backups and deletion protection.
+    assert (instance["BackupRetentionPeriod"], instance["DeletionProtection"]) == (7, True)
+    for confirm in ({}, {"cruddur_rds_confirm_teardown": "cruddur"}):
+        refused = sandbox(aws, pool, "playbooks/aws-teardown.yml", tmp_path=tmp_path, **confirm)
+        assert refused.rc != 0 and refused.changed() == 0, refused.output[-3000:]
+        assert "Refusing to delete RDS instance cruddur-db-instance" in refused.output
+        assert "-e cruddur_rds_confirm_teardown=cruddur-db-instance" in refused.output
+    old_switch = sandbox(aws, pool, "playbooks/aws-teardown.yml", tmp_path=tmp_path,
+                         cruddur_rds_confirm_teardown="cruddur-db-instance", cruddur_rds_skip_final_snapshot=True)
+    assert old_switch.rc != 0 and "cruddur_rds_confirm_no_final_snapshot" in old_switch.output
+    assert len(rds.describe_db_instances()["DBInstances"]) == 1
+    assert len(client(aws, "lambda").list_functions()["Functions"]) == 1  # nothing before the guard
+
+    down = sandbox(aws, pool, "playbooks/aws-teardown.yml", tmp_path=tmp_path,
+                   cruddur_rds_confirm_teardown="cruddur-db-instance")
+    assert down.rc == 0, down.output[-3000:]
+    assert rds.describe_db_instances()["DBInstances"] == []
+    (snapshot,) = rds.describe_db_snapshots(SnapshotType="manual")["DBSnapshots"]
+    assert snapshot["DBSnapshotIdentifier"].startswith("cruddur-db-instance-final-")
+    assert f"Final snapshot kept: {snapshot['DBSnapshotIdentifier']}" in down.output
+    # The master password stays with the snapshot it opens.
+    client(aws, "ssm").get_parameter(Name="/cruddur/rds/master-password")
+
+
 def test_teardown_removes_everything_in_order(aws, pool, tmp_path):
     assert sandbox(aws, pool, "playbooks/aws-site.yml", tmp_path=tmp_path).rc == 0
-    down = sandbox(aws, pool, "playbooks/aws-teardown.yml", tmp_path=tmp_path,
-                   cruddur_rds_skip_final_snapshot=True)
+    down = sandbox(aws, pool, "playbooks/aws-teardown.yml", tmp_path=tmp_path, **GONE_FOR_GOOD)
     assert down.rc == 0, down.output[-3000:]
     assert client(aws, "rds").describe_db_instances()["DBInstances"] == []
     assert client(aws, "rds").describe_db_snapshots(SnapshotType="manual")["DBSnapshots"] == []
@@ -285,7 +318,7 @@ def test_teardown_removes_everything_in_order(aws, pool, tmp_path):
     assert groups == []
     endpoints = client(aws, "ec2").describe_vpc_endpoints()["VpcEndpoints"]
     assert [e for e in endpoints if e["State"] not in ("deleted", "deleting")] == []
-    again = sandbox(aws, pool, "playbooks/aws-teardown.yml", tmp_path=tmp_path, cruddur_rds_skip_final_snapshot=True)
+    again = sandbox(aws, pool, "playbooks/aws-teardown.yml", tmp_path=tmp_path)  # nothing left to confirm
     assert again.rc == 0 and again.changed() == 0, again.output[-3000:]
 
 
@@ -298,8 +331,7 @@ def test_check_mode_creates_nothing_and_reports_nothing_on_a_converged_account(a
     converged = sandbox(aws, pool, "playbooks/aws-site.yml", "--check", tmp_path=tmp_path)
     assert converged.rc == 0 and converged.changed() == 0, [line for line in converged.output.splitlines()
                                                             if line.startswith(("TASK", "changed"))]
-    teardown = sandbox(aws, pool, "playbooks/aws-teardown.yml", "--check", tmp_path=tmp_path,
-                       cruddur_rds_skip_final_snapshot=True)
+    teardown = sandbox(aws, pool, "playbooks/aws-teardown.yml", "--check", tmp_path=tmp_path, **GONE_FOR_GOOD)
     assert teardown.rc == 0 and teardown.changed() > 0, teardown.output[-3000:]
     assert len(client(aws, "rds").describe_db_instances()["DBInstances"]) == 1
     assert len(client(aws, "lambda").list_functions()["Functions"]) == 1
