@@ -97,7 +97,23 @@ def cruddur_privilege_rows(app_roles) -> list:
     return rows
 
 
+def cruddur_migration_table(rows) -> list:
+    """cruddur_migrations' status rows as aligned text lines (db-status prints them)."""
+    table = [("MIGRATION", "STATE", "APPLIED AT", "HOW", "SHA-256")]
+    for row in rows or []:
+        recorded, current = row.get("recorded_sha256"), row.get("file_sha256")
+        if recorded and current and recorded != current:
+            checksum = f"{recorded[:12]} / {current[:12]}"
+        else:
+            checksum = (recorded or current or "")[:12]
+        table.append((row["id"], row["state"], (row.get("applied_at") or "-")[:19].replace("T", " "),
+                      row.get("how") or "-", checksum))
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in table]
+
+
 class FilterModule:
     def filters(self):
         return {"cruddur_pg_url": cruddur_pg_url, "cruddur_pg_login": cruddur_pg_login,
-                "cruddur_privilege_rows": cruddur_privilege_rows, "cruddur_pg_ident": cruddur_pg_ident}
+                "cruddur_privilege_rows": cruddur_privilege_rows, "cruddur_pg_ident": cruddur_pg_ident,
+                "cruddur_migration_table": cruddur_migration_table}
