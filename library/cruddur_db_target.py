@@ -174,8 +174,8 @@ def summarise(db: str, exists: bool, tables: dict, migrations: list) -> str:
         return f"database {db} does not exist"
     if not tables:
         return f"database {db} (no tables)"
-    counts = ", ".join(f"{name}: {'?' if rows is None else rows} rows"
-                       for name, rows in tables.items() if name != RECORD_TABLE)
+    counts = ", ".join(f"{name}: {'?' if rows is None else rows} row{'' if rows == 1 else 's'}"
+                       for name, rows in tables.items() if not name.startswith("cruddur_schema_"))
     state = f"; migrations applied: {', '.join(migrations)}" if migrations else ""
     return f"database {db} ({counts}{state})"
 

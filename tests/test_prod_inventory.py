@@ -2,6 +2,7 @@
 botocore's standard AWS_ENDPOINT_URL (the inventory untouched, no sandbox-only variable), and a
 real PostgreSQL standing in for the RDS endpoint where a database is needed (rds_standin)."""
 
+import subprocess
 import urllib.request
 
 import boto3
@@ -174,3 +175,61 @@ def test_rotation_on_prod_gives_the_master_and_every_role_a_new_password(aws, rd
     for run in (master, roles):
         for secret in (old_master, new_master, *old.values(), *new.values()):
             assert secret not in run.output
+
+
+# --- nothing lost on prod ---------------------------------------------------------------------
+
+def standin_dump(standin) -> str:
+    """pg_dump (schema and data) of the stand-in's cruddur database, as its superuser."""
+    proc = subprocess.run(["su", "postgres", "-c", f"pg_dump -p {standin.port} --no-owner cruddur"],
+                          capture_output=True, text=True, check=True)
+    return "\n".join(line for line in proc.stdout.splitlines()
+                     if not line.startswith(("\\restrict", "\\unrestrict", "-- Dumped")))
+
+
+def test_destructive_chores_on_prod_refuse_without_confirmation_then_back_up_first(aws, rds_standin, tmp_path):
+    prepare_master(aws, rds_standin)
+    rds_standin.sql("DROP DATABASE IF EXISTS cruddur WITH (FORCE)")
+    env = prod_env(aws, rds_standin)
+    extra = {"cruddur_db_env_file": str(tmp_path / "prod.env"), "cruddur_db_backup_dir": str(tmp_path / "backups")}
+    migrate = run_playbook("playbooks/db-migrate.yml", *PROD, env=env, extra_vars=extra)
+    assert migrate.rc == 0, migrate.output[-3000:]
+    # Seed data stays local: the prod inventory writes none unless asked.
+    seed = run_playbook("playbooks/db-seed.yml", *PROD, env=env, extra_vars=extra)
+    assert seed.rc == 0 and seed.changed() == 0 and "Not seeding cruddur" in seed.output
+    rds_standin.sql("\\c cruddur\nINSERT INTO users (display_name, handle, cognito_user_id) "
+                    "VALUES ('Signed Up', 'signedup', 'sub-1');")
+    before = standin_dump(rds_standin)
+
+    # The endpoint is on this machine, but the prod inventory is never treated as local.
+    for playbook in ("db-drop", "db-setup", "db-rollback", "db-restore"):
+        run = run_playbook(f"playbooks/{playbook}.yml", *PROD, env=env, extra_vars=extra)
+        assert run.rc != 0 and run.changed() == 0, (playbook, run.output[-3000:])
+        text = " ".join(run.output.split())
+        if playbook != "db-restore":  # db-restore first says there is no backup to restore
+            assert "database cruddur (activities: 0 rows, users: 1 row; migrations applied: 0001_uuid_ossp, 0002_users_activities)" in text
+            assert "the prod inventory is never treated as local" in text
+            assert "-e cruddur_db_confirm=cruddur" in text
+    assert standin_dump(rds_standin) == before
+    assert not (tmp_path / "backups").exists()
+
+    dropped = run_playbook("playbooks/db-drop.yml", *PROD, env=env,
+                           extra_vars={**extra, "cruddur_db_confirm": "cruddur"})
+    assert dropped.rc == 0, dropped.output[-3000:]
+    assert rds_standin.sql("SELECT count(*) FROM pg_database WHERE datname = 'cruddur'") == "0"
+    (dump,) = (tmp_path / "backups").glob("cruddur-*.dump")
+    assert dump.stat().st_mode & 0o777 == 0o600
+    restored = run_playbook("playbooks/db-restore.yml", *PROD, env=env, extra_vars=extra)
+    assert restored.rc == 0, restored.output[-3000:]
+    assert standin_dump(rds_standin) == before
+
+
+def test_prod_teardown_refuses_without_confirmation(aws):
+    assert run_playbook("playbooks/aws-rds.yml", *PROD, env=prod_env(aws)).rc == 0
+    run = run_playbook("playbooks/aws-teardown.yml", *PROD, env=prod_env(aws))
+    assert run.rc != 0 and run.changed() == 0, run.output[-3000:]
+    assert "Refusing to delete RDS instance cruddur-db-instance" in " ".join(run.output.split())
+    rds = boto3.client("rds", endpoint_url=aws, region_name="us-east-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    (instance,) = rds.describe_db_instances()["DBInstances"]
+    assert instance["DBInstanceStatus"] == "available" and instance["DeletionProtection"]
