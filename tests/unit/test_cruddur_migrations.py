@@ -115,3 +115,45 @@ def test_lock_timeout_is_named(mdir, db):
     finally:
         holder.close()
     assert query(name, "SELECT to_regclass('public.a')") == [(None,)]
+
+
+def test_a_non_transactional_migration_that_fails_part_way_says_what_stays(mdir, db):
+    name, conn = db
+    write(mdir, "0003_idx.sql", "-- transactional: false\n-- depends: 0002_b\n"
+                                "CREATE INDEX CONCURRENTLY b_id_idx ON b (id);\n"
+                                "CREATE INDEX CONCURRENTLY missing_idx ON no_such_table (id);\n")
+    with pytest.raises(mig.MigrationError) as failure:
+        mig.run(conn, mig.load_migrations(str(mdir)), "latest", False, 5)
+    message = str(failure.value)
+    assert "apply of migration 0003_idx failed part-way: it is non-transactional" in message
+    assert "statement 2 of 2 failed" in message and "Statements 1 to 1 were applied and stay" in message
+    assert "not recorded as applied" in message
+    assert query(name, "SELECT count(*) FROM pg_indexes WHERE indexname = 'b_id_idx'") == [(1,)]
+    assert query(name, "SELECT migration_id FROM cruddur_schema_migrations ORDER BY seq") == [("0001_a",), ("0002_b",)]
+
+
+def test_a_migration_blocked_by_a_lock_fails_fast_instead_of_queueing_the_api(mdir, db):
+    name, conn = db
+    mig.run(conn, mig.load_migrations(str(mdir)), "latest", False, 5)
+    write(mdir, "0003_alter.sql", "-- depends: 0002_b\nALTER TABLE b ADD COLUMN note text;\n")
+    reader = connect(name)  # an API transaction left open on the table
+    reader.autocommit = False
+    with reader.cursor() as cur:
+        cur.execute("SELECT * FROM b")
+    try:
+        with pytest.raises(mig.MigrationError) as failure:
+            mig.run(conn, mig.load_migrations(str(mdir)), "latest", False, 5, ddl_lock_timeout=1)
+    finally:
+        reader.close()
+    assert "waited longer than ddl_lock_timeout for a table lock" in str(failure.value)
+    assert "failed and was rolled back (nothing of it is left)" in str(failure.value)
+    assert query(name, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'b' "
+                       "AND column_name = 'note'") == [(0,)]
+
+
+def test_a_statement_over_its_time_limit_is_named(mdir, db):
+    name, conn = db
+    write(mdir, "0003_slow.sql", "-- depends: 0002_b\nSELECT pg_sleep(3);\n")
+    with pytest.raises(mig.MigrationError, match="ran longer than statement_timeout"):
+        mig.run(conn, mig.load_migrations(str(mdir)), "latest", False, 5, statement_timeout=1)
+    assert query(name, "SELECT count(*) FROM cruddur_schema_migrations") == [(2,)]
