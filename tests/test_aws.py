@@ -45,7 +45,7 @@ def sandbox(aws, pool_id, playbook, *args, tmp_path, **extra_vars):
 
 def module(aws, name, args, *flags):
     """Run one of the project's modules ad hoc; return its JSON result."""
-    library = ":".join(str(REPO / "roles" / role / "library") for role in ("cruddur_lambda", "cruddur_dev_access"))
+    library = str(REPO / "library")
     env = {**os.environ, **AWS_ENV, "ANSIBLE_LIBRARY": library, "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
            "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json", "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
     proc = subprocess.run(

@@ -46,7 +46,7 @@ def add_user(cognito, pool, username, confirmed=True, **attributes):
 
 def reconcile(endpoint, pool, database, *args):
     return run_playbook("playbooks/cognito-reconcile.yml", *args, env=AWS_ENV, extra_vars={
-        "cruddur_lambda_user_pool_id": pool, "cruddur_lambda_aws_endpoint_url": endpoint,
+        "cruddur_lambda_user_pool_id": pool, "cruddur_aws_endpoint_url": endpoint,
         **on_database(database)})
 
 

@@ -15,7 +15,7 @@ from botocore.stub import Stubber
 from conftest import REPO
 
 spec = importlib.util.spec_from_file_location(
-    "cruddur_cognito_trigger", REPO / "roles/cruddur_lambda/library/cruddur_cognito_trigger.py")
+    "cruddur_cognito_trigger", REPO / "library/cruddur_cognito_trigger.py")
 trigger_module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(trigger_module)
 

@@ -73,3 +73,33 @@ def test_refused_password_login_is_named(host, converged):
     assert "refused a password login as postgres" in run.output
     assert "pg_hba.conf" in run.output
     assert "Traceback" not in run.output
+
+
+def test_the_local_server_can_be_given_tls_that_clients_verify(postgresql, tmp_path):
+    from conftest import make_tls
+    ours, other = make_tls(tmp_path / "ours"), make_tls(tmp_path / "other", "another CA")
+    tls = {"postgresql_server_tls_cert": str(ours["cert"]), "postgresql_server_tls_key": str(ours["key"])}
+    login = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "password": PASSWORD, "dbname": "postgres"}
+    try:
+        on = run_playbook("playbooks/postgresql-server.yml", extra_vars=tls)
+        assert on.rc == 0, on.output[-3000:]
+        conn = psycopg2.connect(**login, sslmode="verify-full", sslrootcert=str(ours["ca"]))
+        with conn.cursor() as cur:
+            cur.execute("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            assert cur.fetchone()[0] is True
+        with pytest.raises(psycopg2.OperationalError, match="certificate verify failed"):
+            psycopg2.connect(**login, sslmode="verify-full", sslrootcert=str(other["ca"]))
+        again = run_playbook("playbooks/postgresql-server.yml", extra_vars=tls)
+        assert again.rc == 0 and again.changed() == 0, again.output[-3000:]
+        # Reloaded, never restarted: the session opened before the second run is still there.
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+        conn.close()
+        half = run_playbook("playbooks/postgresql-server.yml", extra_vars={"postgresql_server_tls_cert": str(ours["cert"])})
+        assert half.rc != 0 and "TLS needs both" in half.output
+    finally:
+        off = run_playbook("playbooks/postgresql-server.yml")
+        assert off.rc == 0, off.output[-3000:]
+    # Back to the package's own setting (a snakeoil certificate, or no TLS): ours is not served.
+    with pytest.raises(psycopg2.OperationalError, match="certificate verify failed|does not support SSL"):
+        psycopg2.connect(**login, sslmode="verify-full", sslrootcert=str(ours["ca"]))

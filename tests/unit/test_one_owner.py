@@ -24,6 +24,26 @@ def test_no_role_builds_a_connection_url():
     assert [p.name for p in renderers] == ["cruddur_db.py"]
 
 
+def test_aws_region_and_endpoint_reach_modules_one_way():
+    """No role task passes a region or an endpoint: every play that may call AWS hands the one
+    value (cruddur_aws_defaults, playbooks/group_vars/all.yml) to module_defaults."""
+    task_files = [p for p in (REPO / "roles").glob("*/tasks/*.yml")]
+    assert task_files
+    passing = [f"{p.relative_to(REPO)}:{n}" for p in task_files
+               for n, line in enumerate(p.read_text().splitlines(), 1)
+               if re.match(r"\s+(region|endpoint_url|aws_region|aws_endpoint_url):", line)]
+    assert passing == []
+    wiring = (REPO / "playbooks" / "group_vars" / "all.yml").read_text()
+    assert wiring.count("cruddur_aws_defaults:") == 1
+    for playbook in (REPO / "playbooks").glob("*.yml"):
+        text = playbook.read_text()
+        assert "region:" not in text and "endpoint_url:" not in text, playbook.name
+        for play in re.split(r"\n- name: ", text)[1:]:
+            # The roles that may reach AWS (SSM secrets, RDS, EC2, Lambda, Cognito).
+            if re.search(r"(name|role): cruddur_(db|rds|dev_access)\b|tasks_from: (deploy|absent|reconcile)\b", play):
+                assert 'cruddur_secret: "{{ cruddur_aws_defaults }}"' in play, (playbook.name, play[:60])
+
+
 def test_no_role_reaches_out_of_its_directory():
     assert [str(p) for p in ROLE_FILES if "role_path }}/.." in p.read_text() or "role_path ~ '/.." in p.read_text()] == []
 
