@@ -83,7 +83,33 @@ def running_endpoint() -> str | None:
     return f"http://{HOST}:{port}"
 
 
+def ensure_tls() -> Path:
+    """The sandbox's own CA and a server certificate it signed for 127.0.0.1 and localhost (made
+    once, kept under .cache/sandbox/tls): the sandbox's connections verify against it, as prod's
+    verify against the RDS bundle. Returns the CA's path."""
+    tls = STATE / "tls"
+    ca_key, ca = tls / "ca.key", tls / "ca.crt"
+    if ca.exists():
+        return ca
+    tls.mkdir(parents=True, exist_ok=True)
+    tls.chmod(0o700)
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca) + ".partial",
+            "-days", "3650", "-subj", "/CN=cruddur sandbox CA")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(tls / "server.key"),
+            "-out", str(tls / "server.csr"), "-subj", "/CN=127.0.0.1")
+    (tls / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", str(tls / "server.csr"), "-CA", str(ca) + ".partial", "-CAkey", str(ca_key),
+            "-CAcreateserial", "-out", str(tls / "server.crt"), "-days", "3650", "-extfile", str(tls / "server.ext"))
+    os.replace(str(ca) + ".partial", ca)
+    return ca
+
+
 def start() -> dict:
+    ensure_tls()
     endpoint = running_endpoint()
     if endpoint is None:
         STATE.mkdir(parents=True, exist_ok=True)

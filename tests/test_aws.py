@@ -5,11 +5,13 @@ import os
 import secrets
 import subprocess
 import urllib.request
+import zipfile
+from pathlib import Path
 
 import boto3
 import pytest
 
-from conftest import AWS_ENV, REPO, VENV_BIN, run_playbook
+from conftest import AWS_ENV, REPO, VENV_BIN, make_tls, run_playbook
 
 
 def client(endpoint, service):
@@ -36,8 +38,17 @@ def pool(aws):
     )["UserPool"]["Id"]
 
 
+def sandbox_ca() -> Path:
+    """The sandbox's CA (bin/sandbox makes one under .cache/sandbox/tls; the tests their own)."""
+    directory = REPO / ".cache" / "test-sandbox-tls"
+    if not (directory / "ca.crt").exists():
+        make_tls(directory, "cruddur sandbox test CA")
+    return directory / "ca.crt"
+
+
 def sandbox(aws, pool_id, playbook, *args, tmp_path, **extra_vars):
-    env = {**AWS_ENV, "CRUDDUR_SANDBOX_ENDPOINT": aws, "CRUDDUR_SANDBOX_USER_POOL_ID": pool_id}
+    env = {**AWS_ENV, "CRUDDUR_SANDBOX_ENDPOINT": aws, "CRUDDUR_SANDBOX_USER_POOL_ID": pool_id,
+           "CRUDDUR_SANDBOX_CA_BUNDLE": str(sandbox_ca())}
     return run_playbook(playbook, "-i", "inventories/sandbox", *args, env=env,
                         extra_vars={"cruddur_rds_env_file": tmp_path / "sandbox.env",
                                     "cruddur_lambda_build_dir": REPO / "build" / "lambda", **extra_vars})
@@ -214,9 +225,13 @@ def test_no_secret_in_verbose_output_and_teardown_keeps_a_final_snapshot(aws, po
     variables = function["Environment"]["Variables"]
     address = client(aws, "rds").describe_db_instances()["DBInstances"][0]["Endpoint"]["Address"]
     # The function logs in as the sign-up role, never as the master user, and its environment
-    # holds no password: it reads the sign-up role's from SSM at cold start.
-    assert variables == {"CONNECTION_URL": f"postgresql://cruddur_signup@{address}:5432/cruddur?sslmode=require",
+    # holds no password: it reads the sign-up role's from SSM at cold start. It verifies the
+    # server's certificate and name against the CA bundle packaged with it.
+    assert variables == {"CONNECTION_URL": f"postgresql://cruddur_signup@{address}:5432/cruddur"
+                                           "?sslmode=verify-full&sslrootcert=/var/task/cruddur-db-ca.pem",
                          "DB_PASSWORD_PARAMETER": "/cruddur/db/cruddur_signup"}
+    with zipfile.ZipFile(REPO / "build" / "lambda" / "cruddur-post-confirmation.zip") as package:
+        assert package.read("cruddur-db-ca.pem") == sandbox_ca().read_bytes()
 
 
 def role_policies(aws):

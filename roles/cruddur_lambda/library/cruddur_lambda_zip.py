@@ -23,6 +23,10 @@ options:
     description: Path of the zip to write.
     type: path
     required: true
+  files:
+    description: Single files to add, name in the zip to path (e.g. a CA bundle under a fixed name).
+    type: dict
+    default: {}
 """
 
 EXAMPLES = r"""
@@ -74,9 +78,13 @@ class ZipInputError(Exception):
     pass
 
 
-def collect(sources):
-    """Return {arcname: path} for every file of the sources."""
+def collect(sources, files=None):
+    """Return {arcname: path} for every file of the sources, and the single files."""
     entries = {}
+    for arcname, path in (files or {}).items():
+        if not os.path.isfile(path):
+            raise ZipInputError(f"{path} (for {arcname}) does not exist")
+        entries[arcname] = path
     for source in sources:
         if not os.path.isdir(source):
             raise ZipInputError(f"source directory {source} does not exist")
@@ -95,9 +103,9 @@ def collect(sources):
     return entries
 
 
-def build(sources):
+def build(sources, files=None):
     """The zip's bytes and its file count."""
-    entries = collect(sources)
+    entries = collect(sources, files)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for arcname in sorted(entries):
@@ -132,11 +140,12 @@ def main():
         argument_spec=dict(
             sources=dict(type="list", elements="path", required=True),
             dest=dict(type="path", required=True),
+            files=dict(type="dict", default={}),
         ),
         supports_check_mode=True,
     )
     try:
-        data, count = build(module.params["sources"])
+        data, count = build(module.params["sources"], module.params["files"])
     except (ZipInputError, OSError) as exc:
         module.fail_json(msg=f"cannot build {module.params['dest']}: {exc}")
     dest = module.params["dest"]
