@@ -233,3 +233,26 @@ def test_prod_teardown_refuses_without_confirmation(aws):
                        aws_access_key_id="testing", aws_secret_access_key="testing")
     (instance,) = rds.describe_db_instances()["DBInstances"]
     assert instance["DBInstanceStatus"] == "available" and instance["DeletionProtection"]
+
+
+def test_prod_aws_site_runs_as_documented_and_the_lambda_verifies_the_database(aws, rds_standin):
+    # The README's first prod run: the whole AWS side, no password given anywhere.
+    cognito = boto3.client("cognito-idp", endpoint_url=aws, region_name="us-east-1",
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+    pool = cognito.create_user_pool(PoolName="cruddur-prod-test")["UserPool"]["Id"]
+    # The developer's address is given: nothing here may ask the internet for it.
+    env = {**prod_env(aws), "CRUDDUR_USER_POOL_ID": pool, "CRUDDUR_PROD_DB_CA_BUNDLE": str(rds_standin.ca),
+           "CRUDDUR_DEV_IP": "203.0.113.10"}
+    first = run_playbook("playbooks/aws-site.yml", *PROD, "-vvvv", env=env)
+    assert first.rc == 0, first.output[-4000:]
+    assert ssm_value(aws, "/cruddur/rds/master-password") not in first.output
+    function = boto3.client("lambda", endpoint_url=aws, region_name="us-east-1", aws_access_key_id="testing",
+                            aws_secret_access_key="testing").get_function(
+        FunctionName="cruddur-post-confirmation")["Configuration"]
+    url = function["Environment"]["Variables"]["CONNECTION_URL"]
+    assert url.startswith("postgresql://cruddur_signup@") and "password" not in url.lower()
+    assert url.endswith("?sslmode=verify-full&sslrootcert=/var/task/cruddur-db-ca.pem")
+    second = run_playbook("playbooks/aws-site.yml", *PROD, env=env)
+    assert second.rc == 0, second.output[-4000:]
+    # Only what moto cannot report back (Performance Insights, README).
+    assert changed_tasks(second.output) == ["cruddur_rds : instance | The RDS instance"]
