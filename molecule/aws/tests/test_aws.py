@@ -39,7 +39,7 @@ def gitpod_rules(group_id):
     return [r for r in rules if not r["IsEgress"] and r.get("FromPort") == 5432 and r.get("Description") == "GITPOD"]
 
 
-def test_rds_matches_the_original_command_line(db, group_id):
+def test_rds_matches_the_original_command_line_but_for_the_safer_defaults(db, group_id):
     assert db["Engine"] == "postgres"
     assert db["EngineVersion"] == "14.6"
     assert db["DBInstanceClass"] == "db.t3.micro"
@@ -47,13 +47,14 @@ def test_rds_matches_the_original_command_line(db, group_id):
     assert db["StorageType"] == "gp2"
     assert db["AvailabilityZone"] == "us-east-1a"
     assert db["MultiAZ"] is False
-    assert db["BackupRetentionPeriod"] == 0
+    # Departures from the original (README): 7 days of automated backups, deletion protection.
+    assert db["BackupRetentionPeriod"] == 7
     assert db["Endpoint"]["Port"] == 5432
     assert db["DBName"] == "cruddur"
     assert db["MasterUsername"] == "cruddurroot"
     assert db["PubliclyAccessible"] is True
     assert db["StorageEncrypted"] is True
-    assert db["DeletionProtection"] is False
+    assert db["DeletionProtection"] is True
     assert db["DBSubnetGroup"]["DBSubnetGroupName"] == "cruddur-db-subnets"
     assert [g["VpcSecurityGroupId"] for g in db["VpcSecurityGroups"]] == [group_id]
     # Performance Insights (enabled, 7 days) is sent at creation; moto does not report it back.
@@ -90,7 +91,9 @@ def test_lambda_runtime_role_vpc_and_environment(db, group_id):
     # The sign-up role (insert and read users only), never the master user; no password in the
     # environment: the function reads it from SSM at cold start.
     assert function["Environment"]["Variables"] == {
-        "CONNECTION_URL": f"postgresql://cruddur_signup@{db['Endpoint']['Address']}:5432/cruddur?sslmode=require",
+        # TLS that verifies, against the sandbox's CA packaged with the function.
+        "CONNECTION_URL": f"postgresql://cruddur_signup@{db['Endpoint']['Address']}:5432/cruddur"
+                          "?sslmode=verify-full&sslrootcert=/var/task/cruddur-db-ca.pem",
         "DB_PASSWORD_PARAMETER": "/cruddur/db/cruddur_signup"}
 
 
