@@ -88,15 +88,13 @@ import re
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible.module_utils.cruddur_postgres import (
-    connect as pg_connect, postgres_argument_spec, reason, require_driver, where as pg_where)
+    RECORD_TABLE, applied_migrations, connect as pg_connect, postgres_argument_spec, reason,
+    require_driver, table_row_counts, where as pg_where)
 
 try:
     import psycopg2
-    from psycopg2 import sql
 except ImportError:
     psycopg2 = None  # require_driver() reports it
-
-RECORD_TABLE = "cruddur_schema_migrations"
 
 
 class BackupError(Exception):
@@ -124,17 +122,6 @@ def sha256_of(path: str) -> str:
     return digest.hexdigest()
 
 
-def count_rows(cursor) -> dict:
-    cursor.execute(
-        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') ORDER BY 1")
-    tables = {}
-    for (name,) in cursor.fetchall():
-        cursor.execute(sql.SQL("SELECT count(*) FROM public.{}").format(sql.Identifier(name)))
-        tables[name] = cursor.fetchone()[0]
-    return tables
-
-
 def run_tool(module, argv, env, what):
     rc, out, err = module.run_command(argv, environ_update=env)
     if rc != 0:
@@ -155,10 +142,13 @@ def backups_of(directory: str, name: str) -> list:
     return sorted(found)
 
 
-def retain(directory: str, name: str, keep: int, check_mode: bool) -> list:
+def retain(directory: str, name: str, keep: int, check_mode: bool, adding: int = 0) -> list:
+    """Remove (or, in check mode, name) all but the newest `keep` backups, counting `adding`
+    backups about to be taken."""
     if keep <= 0:
         return []
-    old = backups_of(directory, name)[:-keep]
+    found = backups_of(directory, name)
+    old = found[:max(0, len(found) + adding - keep)]
     if not check_mode:
         for path in old:
             for victim in (path, path + ".sha256", path + ".json"):
@@ -174,7 +164,7 @@ def dump(module, params) -> dict:
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     path = os.path.join(directory, f"{name}-{stamp}.dump")
     if module.check_mode:
-        would_remove = retain(directory, name, params["keep"] - 1, True) if os.path.isdir(directory) else []
+        would_remove = retain(directory, name, params["keep"], True, adding=1) if os.path.isdir(directory) else []
         return dict(changed=True, file=path, removed=would_remove,
                     msg=f"would dump {pg_where(params)} to {path}")
     pg_dump = module.get_bin_path("pg_dump", required=True)
@@ -187,11 +177,8 @@ def dump(module, params) -> dict:
         with conn.cursor() as cursor:
             cursor.execute("SELECT pg_export_snapshot(), current_setting('server_version')")
             snapshot, server_version = cursor.fetchone()
-            tables = count_rows(cursor)
-            migrations = []
-            if RECORD_TABLE in tables:
-                cursor.execute(f"SELECT migration_id FROM public.{RECORD_TABLE} ORDER BY seq")
-                migrations = [row[0] for row in cursor.fetchall()]
+            tables = table_row_counts(cursor)
+            migrations = applied_migrations(cursor, tables)
             partial = path + ".partial"
             old_umask = os.umask(0o077)
             try:
@@ -260,14 +247,14 @@ def restore(module, params) -> dict:
     conn = pg_connect(params, "cruddur-restore")
     try:
         with conn.cursor() as cursor:
-            if count_rows(cursor):
+            if table_row_counts(cursor):
                 raise BackupError(f"{pg_where(params)} is not empty: restore only into a new database")
         conn.rollback()
         run_tool(module, [pg_restore, "--single-transaction", "--exit-on-error", "--no-owner",
                           path] + connection_args(params, params["db"]),
                  tool_environment(params), f"pg_restore of {path} into {pg_where(params)}")
         with conn.cursor() as cursor:
-            tables = count_rows(cursor)
+            tables = table_row_counts(cursor)
         conn.rollback()
     finally:
         conn.close()

@@ -83,15 +83,13 @@ import socket
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible.module_utils.cruddur_postgres import (
-    connect as pg_connect, postgres_argument_spec, reason, require_driver, where as pg_where)
+    applied_migrations, connect as pg_connect, postgres_argument_spec, reason, require_driver,
+    table_row_counts, where as pg_where)
 
 try:
     import psycopg2
-    from psycopg2 import sql
 except ImportError:
     psycopg2 = None  # require_driver() reports it
-
-RECORD_TABLE = "cruddur_schema_migrations"
 
 
 def host_is_loopback(host: str, port: int) -> tuple[bool, str]:
@@ -146,23 +144,8 @@ def inspect_database(params) -> tuple[dict, list]:
     try:
         conn.set_session(readonly=True, isolation_level="REPEATABLE READ")
         with conn.cursor() as cursor:
-            cursor.execute(
-                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') ORDER BY 1")
-            names = [row[0] for row in cursor.fetchall()]
-            tables = {}
-            for name in names:
-                try:
-                    cursor.execute(sql.SQL("SELECT count(*) FROM public.{}").format(
-                        sql.Identifier(name)))
-                    tables[name] = cursor.fetchone()[0]
-                except psycopg2.errors.InsufficientPrivilege:
-                    conn.rollback()
-                    tables[name] = None
-            migrations = []
-            if RECORD_TABLE in names and tables.get(RECORD_TABLE) is not None:
-                cursor.execute(f"SELECT migration_id FROM public.{RECORD_TABLE} ORDER BY seq")
-                migrations = [row[0] for row in cursor.fetchall()]
+            tables = table_row_counts(cursor)
+            migrations = applied_migrations(cursor, tables)
         conn.rollback()
         return tables, migrations
     finally:
@@ -174,7 +157,7 @@ def summarise(db: str, exists: bool, tables: dict, migrations: list) -> str:
         return f"database {db} does not exist"
     if not tables:
         return f"database {db} (no tables)"
-    counts = ", ".join(f"{name}: {'?' if rows is None else rows} row{'' if rows == 1 else 's'}"
+    counts = ", ".join(f"{name}: {rows} row{'' if rows == 1 else 's'}"
                        for name, rows in tables.items() if not name.startswith("cruddur_schema_"))
     state = f"; migrations applied: {', '.join(migrations)}" if migrations else ""
     return f"database {db} ({counts}{state})"

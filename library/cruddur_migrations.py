@@ -152,7 +152,8 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible.module_utils.cruddur_postgres import (
-    connect as pg_connect, postgres_argument_spec, reason, require_driver, where as pg_where)
+    RECORD_TABLE, connect as pg_connect, postgres_argument_spec, reason, require_driver,
+    where as pg_where)
 
 try:
     import psycopg2
@@ -169,7 +170,6 @@ except ImportError:
 else:
     YOYO_IMPORT_ERROR = None
 
-RECORD_TABLE = "cruddur_schema_migrations"
 REPAIR_TABLE = "cruddur_schema_repairs"
 # Key of the session advisory lock every run takes ("cruddur" as a number).
 LOCK_KEY = 0x6372756464757200

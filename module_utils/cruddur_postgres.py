@@ -8,6 +8,7 @@ import traceback
 
 try:
     import psycopg2
+    from psycopg2 import sql
 except ImportError:
     psycopg2 = None
     PSYCOPG2_IMPORT_ERROR = traceback.format_exc()
@@ -58,6 +59,31 @@ def connect_or_fail(module, application_name: str):
         return connect(module.params, application_name)
     except psycopg2.OperationalError as exc:
         module.fail_json(msg=f"cannot connect to {where(module.params)}: {reason(exc)}")
+
+
+# The table where cruddur_migrations records what it applied.
+RECORD_TABLE = "cruddur_schema_migrations"
+
+
+def table_row_counts(cursor) -> dict:
+    """Exact row count of each table in schema public, read in the cursor's transaction (one
+    snapshot when that is REPEATABLE READ)."""
+    cursor.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') ORDER BY 1")
+    tables = {}
+    for (name,) in cursor.fetchall():
+        cursor.execute(sql.SQL("SELECT count(*) FROM public.{}").format(sql.Identifier(name)))
+        tables[name] = cursor.fetchone()[0]
+    return tables
+
+
+def applied_migrations(cursor, tables: dict) -> list:
+    """Migrations recorded as applied, in order ([] without the record table)."""
+    if RECORD_TABLE not in tables:
+        return []
+    cursor.execute(f"SELECT migration_id FROM public.{RECORD_TABLE} ORDER BY seq")
+    return [row[0] for row in cursor.fetchall()]
 
 
 def reason(exc: Exception) -> str:

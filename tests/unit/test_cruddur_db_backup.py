@@ -1,0 +1,27 @@
+"""Unit tests of the backup module's retention rule (real files in a temporary directory)."""
+
+from conftest import REPO, load_module
+
+backup = load_module(REPO / "library" / "cruddur_db_backup.py", "cruddur_db_backup")
+
+
+def make(directory, *stamps):
+    for stamp in stamps:
+        for suffix in ("", ".sha256", ".json"):
+            (directory / f"cruddur-{stamp}.dump{suffix}").write_text("x")
+
+
+def test_retention_keeps_the_newest_and_check_mode_counts_the_one_about_to_be_taken(tmp_path):
+    make(tmp_path, "20260101T000000Z", "20260102T000000Z", "20260103T000000Z")
+    (tmp_path / "cruddur_other-20250101T000000Z.dump").write_text("x")  # another database's
+    # --check before a new backup with keep=2: the two oldest would go (the new one makes three).
+    would = backup.retain(str(tmp_path), "cruddur", 2, True, adding=1)
+    assert [p.rsplit("/", 1)[1] for p in would] == ["cruddur-20260101T000000Z.dump", "cruddur-20260102T000000Z.dump"]
+    assert len(list(tmp_path.iterdir())) == 10  # check mode removed nothing
+    removed = backup.retain(str(tmp_path), "cruddur", 2, False)
+    assert [p.rsplit("/", 1)[1] for p in removed] == ["cruddur-20260101T000000Z.dump"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "cruddur-20260102T000000Z.dump", "cruddur-20260102T000000Z.dump.json", "cruddur-20260102T000000Z.dump.sha256",
+        "cruddur-20260103T000000Z.dump", "cruddur-20260103T000000Z.dump.json", "cruddur-20260103T000000Z.dump.sha256",
+        "cruddur_other-20250101T000000Z.dump"]
+    assert backup.retain(str(tmp_path), "cruddur", 0, False) == []  # 0 keeps all
