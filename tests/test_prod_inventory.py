@@ -8,6 +8,7 @@ import urllib.request
 import boto3
 import pytest
 
+from aws_recorded import Front
 from conftest import AWS_ENV, make_tls, run_playbook
 
 PROD = ("-i", "inventories/prod")
@@ -15,10 +16,23 @@ ROLES = ("cruddur_owner", "cruddur_api", "cruddur_signup")
 
 
 @pytest.fixture
-def aws(moto_endpoint):
+def aws_front(moto_endpoint):
+    """moto, reset, behind the front that answers what moto gets wrong as AWS does (recorded
+    engine versions, the parameter catalogue): the prod inventory takes the same path as on AWS."""
     urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"),
                            timeout=10).read()
-    return moto_endpoint
+    front = Front(moto_endpoint)
+    yield front
+    front.close()
+
+
+@pytest.fixture
+def aws(aws_front):
+    return aws_front.endpoint
+
+
+# What moto cannot report back: Performance Insights (README, "What differs on the emulator").
+UNREPORTED = ["cruddur_rds : instance | The RDS instance"]
 
 
 def ssm_value(aws, name):
@@ -55,8 +69,7 @@ def test_aws_rds_without_a_password_generates_one_and_converges(aws):
     assert len(master) == 32
     second = run_playbook("playbooks/aws-rds.yml", *PROD, "-vvvv", env=prod_env(aws))
     assert second.rc == 0, second.output[-4000:]
-    # Only what moto cannot report back (Performance Insights, README): the instance task.
-    assert changed_tasks(second.output) == ["cruddur_rds : instance | The RDS instance"]
+    assert changed_tasks(second.output) == UNREPORTED
     assert ssm_value(aws, "/cruddur/rds/master-password") == master  # never overwritten
     for run in (first, second):
         assert master not in run.output
@@ -254,5 +267,47 @@ def test_prod_aws_site_runs_as_documented_and_the_lambda_verifies_the_database(a
     assert url.endswith("?sslmode=verify-full&sslrootcert=/var/task/cruddur-db-ca.pem")
     second = run_playbook("playbooks/aws-site.yml", *PROD, env=env)
     assert second.rc == 0, second.output[-4000:]
-    # Only what moto cannot report back (Performance Insights, README).
-    assert changed_tasks(second.output) == ["cruddur_rds : instance | The RDS instance"]
+    assert changed_tasks(second.output) == UNREPORTED
+
+
+def test_rds_gets_an_offered_major_its_parameter_group_and_no_paid_extended_support(aws_front):
+    aws = aws_front.endpoint
+    result = run_playbook("playbooks/aws-rds.yml", *PROD, env=prod_env(aws))
+    assert result.rc == 0, result.output[-4000:]
+    rds = boto3.client("rds", endpoint_url=aws, region_name="us-east-1", aws_access_key_id="testing",
+                       aws_secret_access_key="testing")
+    db = rds.describe_db_instances(DBInstanceIdentifier="cruddur-db-instance")["DBInstances"][0]
+    local_major = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True,
+                                 check=True).stdout.split()[0]
+    assert db["EngineVersion"] == local_major  # the major alone: RDS picks the minor
+    assert db["AutoMinorVersionUpgrade"] is True
+    assert db["CACertificateIdentifier"] == "rds-ca-rsa2048-g1"
+    assert [g["DBParameterGroupName"] for g in db["DBParameterGroups"]] == [f"cruddur-postgres{local_major}"]
+    values = {p["ParameterName"]: p.get("ParameterValue")
+              for p in rds.describe_db_parameters(DBParameterGroupName=f"cruddur-postgres{local_major}")["Parameters"]}
+    assert values == {"rds.force_ssl": "1", "log_min_duration_statement": "500"}
+    lifecycle = [form for action, form in aws_front.requests if action == "ModifyDBInstance"
+                 and "EngineLifecycleSupport" in form]
+    assert lifecycle and lifecycle[-1]["EngineLifecycleSupport"] == "open-source-rds-extended-support-disabled"
+
+
+def test_a_version_rds_does_not_offer_fails_before_anything_is_created(aws_front):
+    aws = aws_front.endpoint
+    result = run_playbook("playbooks/aws-rds.yml", *PROD, "-e", "cruddur_rds_engine_version=14.6",
+                          env=prod_env(aws))
+    assert result.rc != 0
+    assert "RDS does not offer PostgreSQL 14.6 in us-east-1" in result.output
+    assert "Offered majors: 13, 14, 15, 16, 17" in result.output
+    assert "14.x versions: 14.15, 14.17, 14.18" in result.output
+    assert aws_front.actions[0] == "DescribeDBEngineVersions"
+    assert not [a for a in aws_front.actions if a.startswith(("Create", "Modify", "Authorize", "Put"))]
+
+
+def test_a_major_rds_does_not_offer_is_named_with_the_offered_ones(aws_front):
+    aws_front.versions_xml = aws_front.versions_xml.replace(b"<MajorEngineVersion>15<", b"<MajorEngineVersion>X<")
+    result = run_playbook("playbooks/aws-rds.yml", *PROD, "-e", "cruddur_rds_engine_version=15",
+                          env=prod_env(aws_front.endpoint))
+    assert result.rc != 0
+    assert "RDS does not offer PostgreSQL 15 in us-east-1" in result.output
+    assert "15.x versions: none" in result.output
+    assert not [a for a in aws_front.actions if a.startswith(("Create", "Modify", "Authorize", "Put"))]
