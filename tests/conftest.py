@@ -102,11 +102,34 @@ def drop_database(name: str) -> None:
         conn.close()
 
 
+# One test run may be several pytest processes: the xdist workers of the parallel phase and the
+# serial phase after it (bin/run-pytest). They share one id, so what the whole run needs once
+# (converging the stack, starting PostgreSQL) is done once, by whichever process gets there first.
+RUN_ID = os.environ.get("CRUDDUR_TEST_RUN") or os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
+SHARED_DIR = Path("/tmp") / f"cruddur-tests-{RUN_ID}"
+
+
+def once_per_run(name: str, make) -> PlaybookRun:
+    """make() once for the whole test run, under a lock; later callers get the recorded result.
+    A failed result is not recorded: the next caller tries again (and fails the same way)."""
+    from filelock import FileLock
+
+    SHARED_DIR.mkdir(mode=0o700, exist_ok=True)
+    record = SHARED_DIR / f"{name}.json"
+    with FileLock(str(SHARED_DIR / f"{name}.lock")):
+        if record.exists():
+            return PlaybookRun(**json.loads(record.read_text()))
+        run = make()
+        if run.rc == 0:
+            record.write_text(json.dumps({"rc": run.rc, "output": run.output, "recap": run.recap}))
+        return run
+
+
 @pytest.fixture(scope="session")
 def converged() -> PlaybookRun:
     """The README's main job: site.yml on the default inventory, for the tests that check the
     deployed stack (and only those: unit and emulator tests never converge anything)."""
-    run = run_playbook("site.yml")
+    run = once_per_run("converged", lambda: run_playbook("site.yml"))
     assert run.rc == 0, run.output[-4000:]
     return run
 
@@ -115,8 +138,21 @@ def converged() -> PlaybookRun:
 def postgresql() -> None:
     """A running PostgreSQL on 127.0.0.1:5432 for the tests that make databases of their own:
     only the server's playbook, not the whole stack."""
-    run = run_playbook("playbooks/postgresql-server.yml")
+    run = once_per_run("postgresql", lambda: run_playbook("playbooks/postgresql-server.yml"))
     assert run.rc == 0, run.output[-4000:]
+
+
+@pytest.fixture(scope="session")
+def worker_dir(tmp_path_factory) -> Path:
+    """A directory of this pytest process's own, for build outputs that tests elsewhere would
+    otherwise share (the Lambda package, test CAs)."""
+    return tmp_path_factory.mktemp("worker")
+
+
+def pytest_unconfigure(config):
+    # The last process of a run removes the shared records: the serial phase, or a plain run.
+    if not hasattr(config, "workerinput") and os.environ.get("CRUDDUR_TEST_PHASE", "last") == "last":
+        shutil.rmtree(SHARED_DIR, ignore_errors=True)
 
 
 @pytest.fixture

@@ -122,6 +122,7 @@ def worker_pids(host, master):
     return {p.pid for p in host.process.filter(user="cruddur") if "gunicorn" in p.args and p.pid != master}
 
 
+@pytest.mark.serial
 def test_reloads_gracefully_only_when_its_configuration_changes(host, converged, activities_made):
     from conftest import run_playbook
 

@@ -40,9 +40,13 @@ def pool(aws):
 
 def sandbox_ca() -> Path:
     """The sandbox's CA (bin/sandbox makes one under .cache/sandbox/tls; the tests their own)."""
+    from filelock import FileLock
+
     directory = REPO / ".cache" / "test-sandbox-tls"
-    if not (directory / "ca.crt").exists():
-        make_tls(directory, "cruddur sandbox test CA")
+    directory.parent.mkdir(exist_ok=True)
+    with FileLock(str(directory.parent / "test-sandbox-tls.lock")):  # parallel workers make it once
+        if not (directory / "ca.crt").exists():
+            make_tls(directory, "cruddur sandbox test CA")
     return directory / "ca.crt"
 
 
@@ -51,7 +55,8 @@ def sandbox(aws, pool_id, playbook, *args, tmp_path, **extra_vars):
            "CRUDDUR_SANDBOX_CA_BUNDLE": str(sandbox_ca())}
     return run_playbook(playbook, "-i", "inventories/sandbox", *args, env=env,
                         extra_vars={"cruddur_rds_env_file": tmp_path / "sandbox.env",
-                                    "cruddur_lambda_build_dir": REPO / "build" / "lambda", **extra_vars})
+                                    # the test's own: parallel tests never share a build
+                                    "cruddur_lambda_build_dir": tmp_path / "build", **extra_vars})
 
 
 def module(aws, name, args, *flags):
@@ -230,7 +235,7 @@ def test_no_secret_in_verbose_output_and_teardown_keeps_a_final_snapshot(aws, po
     assert variables == {"CONNECTION_URL": f"postgresql://cruddur_signup@{address}:5432/cruddur"
                                            "?sslmode=verify-full&sslrootcert=/var/task/cruddur-db-ca.pem",
                          "DB_PASSWORD_PARAMETER": "/cruddur/db/cruddur_signup"}
-    with zipfile.ZipFile(REPO / "build" / "lambda" / "cruddur-post-confirmation.zip") as package:
+    with zipfile.ZipFile(tmp_path / "build" / "cruddur-post-confirmation.zip") as package:
         assert package.read("cruddur-db-ca.pem") == sandbox_ca().read_bytes()
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import REPO, connect, free_port, query, run_playbook
 
-pytestmark = pytest.mark.usefixtures("converged")
+pytestmark = [pytest.mark.usefixtures("converged"), pytest.mark.serial]
 
 
 def test_one_edit_moves_the_port_and_renames_the_database(tmp_path):

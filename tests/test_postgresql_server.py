@@ -59,6 +59,7 @@ def test_taken_port_is_named_and_nothing_changes(converged):
     assert run.changed() == 0
 
 
+@pytest.mark.serial
 def test_refused_password_login_is_named(host, converged):
     """An earlier pg_hba rule that rejects the address: the play says so instead of a trace."""
     original = HBA.read_text()
@@ -75,6 +76,7 @@ def test_refused_password_login_is_named(host, converged):
     assert "Traceback" not in run.output
 
 
+@pytest.mark.serial
 def test_the_local_server_can_be_given_tls_that_clients_verify(postgresql, tmp_path):
     from conftest import make_tls
     ours, other = make_tls(tmp_path / "ours"), make_tls(tmp_path / "other", "another CA")

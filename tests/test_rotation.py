@@ -17,7 +17,7 @@ import pytest
 
 from conftest import REPO, connect, query, role_password, run_playbook
 
-pytestmark = pytest.mark.usefixtures("converged")
+pytestmark = [pytest.mark.usefixtures("converged"), pytest.mark.serial]
 
 ROLES = ("cruddur_owner", "cruddur_api", "cruddur_signup")
 sys.path.insert(0, str(REPO / "files" / "lambda" / "cruddur_post_confirmation"))

@@ -3,7 +3,12 @@
 import hashlib
 from pathlib import Path
 
+import pytest
+
 from conftest import query, run_playbook
+
+# Idempotence and --check on the stack: nothing else may change it meanwhile.
+pytestmark = pytest.mark.serial
 
 WATCHED_FILES = [
     "/etc/postgresql/15/main/conf.d/50-cruddur-ops.conf",
