@@ -38,6 +38,23 @@ def on_database(name: str, **connection) -> dict:
 def role_password(role: str, environment: str = "local") -> str:
     """A role's generated password, from the local secrets' store."""
     return (REPO / ".secrets" / environment / role).read_text().strip()
+def server_config_dir() -> Path:
+    """The local cluster's configuration directory, from the postgresql_server role's own
+    variables: the distribution's vars file names the version (as the role's include_vars picks
+    it), the defaults the cluster, vars/main.yml the path pattern."""
+    import yaml
+
+    role = REPO / "roles" / "postgresql_server"
+    release = dict(line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line)
+    distribution = {"debian": "Debian", "ubuntu": "Ubuntu"}[release["ID"].strip('"')]
+    major = release["VERSION_ID"].strip('"').split(".")[0]
+    version = yaml.safe_load((role / "vars" / f"{distribution}-{major}.yml").read_text())["__postgresql_server_version"]
+    cluster = yaml.safe_load((role / "defaults" / "main.yml").read_text())["postgresql_server_cluster"]
+    pattern = yaml.safe_load((role / "vars" / "main.yml").read_text())["__postgresql_server_config_dir"]
+    return Path(pattern.replace("{{ __postgresql_server_version }}", str(version))
+                       .replace("{{ postgresql_server_cluster }}", cluster))
+
+
 RECAP_LINE = re.compile(r"^(?P<host>\S+)\s+:\s+(?P<counts>(?:\w+=\d+\s*)+)$", re.M)
 
 

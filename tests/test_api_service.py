@@ -165,6 +165,25 @@ def test_reloads_gracefully_only_when_its_configuration_changes(host, converged,
     assert "Access-Control-Allow-Origin" not in headers
 
 
+@pytest.mark.serial
+def test_deployed_code_that_drifted_is_put_back_and_only_it(converged):
+    """The deploy reads what is deployed once and copies only what differs (content, mode)."""
+    from conftest import REPO, run_playbook
+
+    app = Path("/opt/cruddur-api/app/cruddur_api")
+    edited, loosened = app / "cors.py", app / "sql" / "health.sql"
+    edited.write_text(edited.read_text() + "# edited by hand\n")
+    loosened.chmod(0o600)
+    run = run_playbook("playbooks/api-deploy.yml")
+    assert run.rc == 0, run.output[-3000:]
+    copied = [line for line in run.output.splitlines() if line.startswith("changed: [cruddur-local] => (item=")]
+    assert copied == ["changed: [cruddur-local] => (item=cruddur_api/cors.py)",
+                      "changed: [cruddur-local] => (item=cruddur_api/sql/health.sql)"]
+    assert edited.read_bytes() == (REPO / "files/api/cruddur_api/cors.py").read_bytes()
+    assert stat.S_IMODE(loosened.stat().st_mode) == 0o644
+    assert http("GET", "/api/health")[0] == 200
+
+
 def test_the_venv_holds_exactly_the_pinned_requirements(host, converged):
     from conftest import REPO
 

@@ -6,10 +6,10 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from conftest import PASSWORD, run_playbook
+from conftest import PASSWORD, run_playbook, server_config_dir
 
-CONF = Path("/etc/postgresql/15/main/conf.d/50-cruddur-ops.conf")
-HBA = Path("/etc/postgresql/15/main/pg_hba.conf")
+CONF = server_config_dir() / "conf.d" / "50-cruddur-ops.conf"
+HBA = server_config_dir() / "pg_hba.conf"
 
 
 def test_packages_installed(host, converged):
