@@ -54,8 +54,9 @@ def plain_psql() -> list[list[str]]:
     ]
 
 
-def main() -> None:
-    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+def measure(runs: int) -> tuple[list[float], list[float], list[float], list[str]]:
+    """db-setup and plain psql RUNS times each, ansible-playbook's start-up, and the slowest
+    tasks of one profiled run; the throwaway database is dropped afterwards."""
     timed([playbook()])  # warm caches once
     ansible = [timed([playbook()]) for _ in range(runs)]
     psql = [timed(plain_psql()) for _ in range(runs)]
@@ -65,7 +66,18 @@ def main() -> None:
         subprocess.run([str(VENV_BIN / "ansible-playbook"), "playbooks/db-setup.yml", "--list-tasks"],
                        cwd=REPO, env=ENV, check=True, stdout=subprocess.DEVNULL)
         startup.append(time.perf_counter() - start)
+    profile = subprocess.run(playbook(), cwd=REPO, capture_output=True, text=True, check=True,
+                             env={**ENV, "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
+                                  "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "8"})
+    slowest = [line.strip() for line in profile.stdout.splitlines() if re.search(r"-{3,} \d+\.\d+s$", line)][:8]
+    subprocess.run(PSQL + ["-d", "postgres", "-c", f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)"],
+                   env=ENV, check=True, stdout=subprocess.DEVNULL)
+    return ansible, psql, startup, slowest
 
+
+def main() -> None:
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    ansible, psql, startup, slowest = measure(runs)
     med_a, med_p = statistics.median(ansible), statistics.median(psql)
     print(f"db-setup benchmark, {runs} runs each, database {DB}")
     print(f"  ansible-playbook db-setup.yml : median {med_a:.3f} s   best {min(ansible):.3f} s")
@@ -73,16 +85,9 @@ def main() -> None:
     print(f"  ratio (median)                : {med_a / med_p:.1f}x")
     print(f"  of which ansible-playbook start-up and parsing (--list-tasks): "
           f"median {statistics.median(startup):.3f} s")
-
-    profile = subprocess.run(playbook(), cwd=REPO, capture_output=True, text=True, check=True,
-                             env={**ENV, "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
-                                  "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "8"})
-    lines = [line for line in profile.stdout.splitlines() if re.search(r"-{3,} \d+\.\d+s$", line)]
     print("  slowest tasks (profile_tasks):")
-    for line in lines[:8]:
-        print("    " + line.strip())
-    subprocess.run(PSQL + ["-d", "postgres", "-c", f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)"],
-                   env=ENV, check=True, stdout=subprocess.DEVNULL)
+    for line in slowest:
+        print("    " + line)
 
 
 if __name__ == "__main__":
