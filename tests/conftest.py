@@ -221,11 +221,10 @@ def create_migrated_database(prefix: str, seed: bool = True) -> str:
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
-@pytest.fixture(scope="session")
-def moto_endpoint():
-    """moto in server mode on loopback, configured for offline use before anything is created:
-    Lambda and Batch never use Docker, and DOCKER_HOST points nowhere."""
-    import json
+def start_moto():
+    """moto in server mode on a free loopback port, configured for offline use before anything
+    is created: Lambda and Batch never use Docker, and DOCKER_HOST points nowhere. Returns the
+    process and its endpoint."""
     import socket
     import time
     import urllib.request
@@ -245,12 +244,18 @@ def moto_endpoint():
             request = urllib.request.Request(f"{endpoint}/moto-api/config", data=body, method="POST",
                                              headers={"Content-Type": "application/json"})
             urllib.request.urlopen(request, timeout=2).read()
-            break
+            return proc, endpoint
         except OSError:
             if time.monotonic() > deadline or proc.poll() is not None:
                 proc.kill()
                 raise RuntimeError("moto_server did not start")
             time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """One moto server per test process (reset by the tests that need a clean account)."""
+    proc, endpoint = start_moto()
     yield endpoint
     proc.terminate()
     proc.wait(timeout=10)

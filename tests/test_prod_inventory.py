@@ -2,6 +2,8 @@
 botocore's standard AWS_ENDPOINT_URL (the inventory untouched, no sandbox-only variable), and a
 real PostgreSQL standing in for the RDS endpoint where a database is needed (rds_standin)."""
 
+import os
+import re
 import subprocess
 import urllib.request
 
@@ -256,7 +258,9 @@ def test_prod_aws_site_runs_as_documented_and_the_lambda_verifies_the_database(a
     # The developer's address is given: nothing here may ask the internet for it.
     env = {**prod_env(aws), "CRUDDUR_USER_POOL_ID": pool, "CRUDDUR_PROD_DB_CA_BUNDLE": str(rds_standin.ca),
            "CRUDDUR_DEV_IP": "203.0.113.10"}
-    first = run_playbook("playbooks/aws-site.yml", *PROD, "-vvvv", env=env)
+    # (the package is built in the test's own directory: parallel tests never share a build)
+    build = {"cruddur_lambda_build_dir": str(rds_standin.ca.parent.parent / f"build-{os.getpid()}")}
+    first = run_playbook("playbooks/aws-site.yml", *PROD, "-vvvv", env=env, extra_vars=build)
     assert first.rc == 0, first.output[-4000:]
     assert ssm_value(aws, "/cruddur/rds/master-password") not in first.output
     function = boto3.client("lambda", endpoint_url=aws, region_name="us-east-1", aws_access_key_id="testing",
@@ -265,7 +269,7 @@ def test_prod_aws_site_runs_as_documented_and_the_lambda_verifies_the_database(a
     url = function["Environment"]["Variables"]["CONNECTION_URL"]
     assert url.startswith("postgresql://cruddur_signup@") and "password" not in url.lower()
     assert url.endswith("?sslmode=verify-full&sslrootcert=/var/task/cruddur-db-ca.pem")
-    second = run_playbook("playbooks/aws-site.yml", *PROD, env=env)
+    second = run_playbook("playbooks/aws-site.yml", *PROD, env=env, extra_vars=build)
     assert second.rc == 0, second.output[-4000:]
     assert changed_tasks(second.output) == UNREPORTED
 
@@ -311,3 +315,46 @@ def test_a_major_rds_does_not_offer_is_named_with_the_offered_ones(aws_front):
     assert "RDS does not offer PostgreSQL 15 in us-east-1" in result.output
     assert "15.x versions: none" in result.output
     assert not [a for a in aws_front.actions if a.startswith(("Create", "Modify", "Authorize", "Put"))]
+
+
+DOCTOR_LINE = re.compile(r"^\s+(OK|FAIL|SKIP)\s+(roles \S+|\S+)\s+(.*)$", re.M)
+
+
+def test_db_doctor_on_prod_is_green_after_the_first_run_and_names_a_stale_master_password(aws, rds_standin, tmp_path):
+    prepare_master(aws, rds_standin)
+    cognito = boto3.client("cognito-idp", endpoint_url=aws, region_name="us-east-1",
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+    pool = cognito.create_user_pool(PoolName="cruddur-prod-doctor")["UserPool"]["Id"]
+    # The AWS side as the README's first run makes it; the database chores (and the doctor's
+    # database links) reach the stand-in that plays the instance's part.
+    aws_env = {**prod_env(aws), "CRUDDUR_USER_POOL_ID": pool, "CRUDDUR_DEV_IP": "203.0.113.10",
+               "CRUDDUR_PROD_DB_CA_BUNDLE": str(rds_standin.ca)}
+    env = {**prod_env(aws, rds_standin), "CRUDDUR_USER_POOL_ID": pool, "CRUDDUR_DEV_IP": "203.0.113.10"}
+    extra = {"cruddur_db_env_file": str(tmp_path / "prod.env"), "cruddur_lambda_build_dir": str(tmp_path / "build")}
+    for playbook, playbook_env in (("aws-site", aws_env), ("db-create", env), ("db-migrate", env)):
+        run = run_playbook(f"playbooks/{playbook}.yml", *PROD, env=playbook_env, extra_vars=extra)
+        assert run.rc == 0, run.output[-3000:]
+    doctor = run_playbook("playbooks/db-doctor.yml", *PROD, "-vvvv", env=env)
+    links = {link: (status, text) for status, link, text in DOCTOR_LINE.findall(doctor.output)}
+    assert doctor.rc == 0, doctor.output[-3000:]
+    assert {link: status for link, (status, _) in links.items()} == dict.fromkeys(
+        ["resolve", "tcp", "tls", "login", "database", "migrations", "roles cruddur_owner", "roles cruddur_api",
+         "roles cruddur_signup", "instance", "dev-rule", "lambda-network", "lambda-role", "lambda-db-host",
+         "lambda-credentials", "cognito-permission", "cognito-trigger"], "OK")
+    assert f"verified against {rds_standin.ca} (verify-full" in links["tls"][1]
+    assert links["login"][1] == "cruddurroot accepted (secret from SSM /cruddur/rds/master-password)"
+    secrets = [ssm_value(aws, "/cruddur/rds/master-password")] + [ssm_value(aws, f"/cruddur/db/{r}") for r in ROLES]
+    assert not [secret for secret in secrets if secret in doctor.output]
+    # The master password changed behind the inventory's back: that link fails, naming where the
+    # secret came from, and the ones that need it are skipped; the AWS links are still reported.
+    rds_standin.sql("ALTER ROLE cruddurroot PASSWORD 'changed-by-hand'")
+    stale = run_playbook("playbooks/db-doctor.yml", *PROD, env=env)
+    links = {link: (status, text) for status, link, text in DOCTOR_LINE.findall(stale.output)}
+    assert stale.rc != 0
+    status, text = links["login"]
+    assert status == "FAIL" and "cruddurroot refused (secret from SSM /cruddur/rds/master-password)" in text
+    assert "fix: export CRUDDUR_PROD_DB_PASSWORD=<the master password>, or let ansible-playbook" \
+           " -i inventories/prod playbooks/db-rotate-passwords.yml set a new one" in text
+    assert links["database"] == ("SKIP", "needs login")
+    assert links["roles cruddur_api"][0] == "OK"  # the roles' own secrets still log in
+    assert links["cognito-trigger"][0] == "OK"

@@ -112,8 +112,17 @@ def cruddur_migration_table(rows) -> list:
     return ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in table]
 
 
+def cruddur_doctor_line(entry: dict) -> str:
+    """One db-doctor link as one line: status, link, what was found, and the fix of a failure."""
+    line = f"{entry['status'].upper():<4}  {entry['link']:<21} {entry['detail']}"
+    if entry["status"] == "fail" and entry.get("fix"):
+        line += f"  -> fix: {entry['fix']}"
+    return line
+
+
 class FilterModule:
     def filters(self):
         return {"cruddur_pg_url": cruddur_pg_url, "cruddur_pg_login": cruddur_pg_login,
+                "cruddur_doctor_line": cruddur_doctor_line,
                 "cruddur_privilege_rows": cruddur_privilege_rows, "cruddur_pg_ident": cruddur_pg_ident,
                 "cruddur_migration_table": cruddur_migration_table}

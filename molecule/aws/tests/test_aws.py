@@ -41,7 +41,14 @@ def gitpod_rules(group_id):
 
 def test_rds_matches_the_original_command_line_but_for_the_safer_defaults(db, group_id):
     assert db["Engine"] == "postgres"
-    assert db["EngineVersion"] == "14.6"
+    # Departure (README): the local server's major version, RDS picking the minor, instead of
+    # the retired 14.6; the extended-support setting the module sets after creation.
+    local_major = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True,
+                                 check=True).stdout.split()[0]
+    assert db["EngineVersion"] == local_major
+    assert db["AutoMinorVersionUpgrade"] is True
+    assert db["CACertificateIdentifier"] == "rds-ca-rsa2048-g1"
+    assert db["EngineLifecycleSupport"] == "open-source-rds-extended-support-disabled"
     assert db["DBInstanceClass"] == "db.t3.micro"
     assert db["AllocatedStorage"] == 20
     assert db["StorageType"] == "gp2"
