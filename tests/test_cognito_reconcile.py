@@ -11,6 +11,10 @@ import pytest
 from conftest import (AWS_ENV, PG, REPO, SCRATCH_ENV_FILE, drop_database, on_database, query, role_password,
                       run_playbook)
 
+# The chores on the local server share its cluster-wide roles (created, altered, granted to the
+# administrator): they run one after another on one worker, beside the other tests (bin/run-pytest).
+pytestmark = pytest.mark.xdist_group("local-chores")
+
 sys.path.insert(0, str(REPO / "files" / "lambda" / "cruddur_post_confirmation"))
 import handler  # noqa: E402
 

@@ -16,6 +16,10 @@ import pytest
 
 from conftest import PG, REPO, SCRATCH_ENV_FILE, connect, on_database, query, role_password, run_playbook
 
+# The chores on the local server share its cluster-wide roles (created, altered, granted to the
+# administrator): they run one after another on one worker, beside the other tests (bin/run-pytest).
+pytestmark = pytest.mark.xdist_group("local-chores")
+
 MIGRATIONS = REPO / "sql" / "migrations"
 
 

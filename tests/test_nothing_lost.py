@@ -14,6 +14,10 @@ import pytest
 
 from conftest import PG, REPO, SCRATCH_ENV_FILE, connect, drop_database, on_database, query, run_playbook
 
+# The chores on the local server share its cluster-wide roles (created, altered, granted to the
+# administrator): they run one after another on one worker, beside the other tests (bin/run-pytest).
+pytestmark = pytest.mark.xdist_group("local-chores")
+
 ORIGINAL = REPO / "tests" / "fixtures" / "original"
 # The local inventory pointed at a host that is not loopback: 0.0.0.0 reaches this machine's
 # server (so the refusal is tested without any traffic leaving it), but it is not a loopback address.
@@ -175,7 +179,7 @@ def test_restore_replaces_by_rename_keeps_the_old_database_and_check_mode_change
         assert query(scratch_db_name, "SELECT has_table_privilege('cruddur_api', 'activities', 'INSERT'),"
                                       " has_table_privilege('cruddur_api', 'users', 'DELETE')") == [(True, False)]
         drop = chore("db-drop", scratch_db_name, backups, cruddur_db_drop_database=kept[0])
-        assert drop.rc == 0 and drop.changed() == 1
+        assert drop.rc == 0 and drop.changed() == 1, drop.output[-3000:]
     finally:
         drop_database(kept[0])
 
