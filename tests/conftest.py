@@ -159,13 +159,6 @@ def postgresql() -> None:
     assert run.rc == 0, run.output[-4000:]
 
 
-@pytest.fixture(scope="session")
-def worker_dir(tmp_path_factory) -> Path:
-    """A directory of this pytest process's own, for build outputs that tests elsewhere would
-    otherwise share (the Lambda package, test CAs)."""
-    return tmp_path_factory.mktemp("worker")
-
-
 def pytest_unconfigure(config):
     # The last process of a run removes the shared records: the serial phase, or a plain run.
     if not hasattr(config, "workerinput") and os.environ.get("CRUDDUR_TEST_PHASE", "last") == "last":

@@ -2,7 +2,6 @@
 botocore's standard AWS_ENDPOINT_URL (the inventory untouched, no sandbox-only variable), and a
 real PostgreSQL standing in for the RDS endpoint where a database is needed (rds_standin)."""
 
-import os
 import re
 import subprocess
 import urllib.request
@@ -250,7 +249,7 @@ def test_prod_teardown_refuses_without_confirmation(aws):
     assert instance["DBInstanceStatus"] == "available" and instance["DeletionProtection"]
 
 
-def test_prod_aws_site_runs_as_documented_and_the_lambda_verifies_the_database(aws, rds_standin):
+def test_prod_aws_site_runs_as_documented_and_the_lambda_verifies_the_database(aws, rds_standin, tmp_path):
     # The README's first prod run: the whole AWS side, no password given anywhere.
     cognito = boto3.client("cognito-idp", endpoint_url=aws, region_name="us-east-1",
                            aws_access_key_id="testing", aws_secret_access_key="testing")
@@ -259,7 +258,7 @@ def test_prod_aws_site_runs_as_documented_and_the_lambda_verifies_the_database(a
     env = {**prod_env(aws), "CRUDDUR_USER_POOL_ID": pool, "CRUDDUR_PROD_DB_CA_BUNDLE": str(rds_standin.ca),
            "CRUDDUR_DEV_IP": "203.0.113.10"}
     # (the package is built in the test's own directory: parallel tests never share a build)
-    build = {"cruddur_lambda_build_dir": str(rds_standin.ca.parent.parent / f"build-{os.getpid()}")}
+    build = {"cruddur_lambda_build_dir": str(tmp_path / "build")}
     first = run_playbook("playbooks/aws-site.yml", *PROD, "-vvvv", env=env, extra_vars=build)
     assert first.rc == 0, first.output[-4000:]
     assert ssm_value(aws, "/cruddur/rds/master-password") not in first.output
