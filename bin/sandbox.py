@@ -5,6 +5,8 @@ Batch never use Docker (nothing is ever pulled), with a Cognito user pool to wir
     bin/sandbox stop       stop it
     bin/sandbox run ARGS   start, then ansible-playbook -i inventories/sandbox ARGS
                            (default: playbooks/aws-site.yml)
+    bin/sandbox rehearse   the whole system offline, on an emulator of its own, then torn down:
+                           a user signs up and their activity reaches the feed (bin/rehearsal.py)
 """
 
 from __future__ import annotations
@@ -138,6 +140,10 @@ def main(argv: list[str]) -> int:
     if command == "stop":
         stop()
         return 0
+    if command == "rehearse":
+        import rehearsal
+
+        return rehearsal.main(argv[1:])
     env = start()
     if command == "start":
         for key in ("CRUDDUR_SANDBOX_ENDPOINT", "CRUDDUR_SANDBOX_USER_POOL_ID"):

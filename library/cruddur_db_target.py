@@ -99,11 +99,16 @@ def host_is_loopback(host: str, port: int) -> tuple[bool, str]:
         if os.path.exists(path):
             return True, f"socket {path} exists on this machine"
         return False, f"socket {path} does not exist on this machine"
-    try:
-        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-    except socket.gaierror as exc:
-        return False, f"{host} does not resolve ({exc.strerror})"
-    addresses = sorted({info[4][0] for info in infos})
+    given = [address.strip() for address in os.environ.get("PGHOSTADDR", "").split(",") if address.strip()]
+    if given:  # libpq connects to these without looking the name up
+        addresses = sorted(set(given))
+        host = f"{host} (PGHOSTADDR)"
+    else:
+        try:
+            infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+        except socket.gaierror as exc:
+            return False, f"{host} does not resolve ({exc.strerror})"
+        addresses = sorted({info[4][0] for info in infos})
     others = [a for a in addresses if not ipaddress.ip_address(a.split("%")[0]).is_loopback]
     if others:
         return False, f"{host} resolves to {', '.join(others)}, which is not loopback"

@@ -159,6 +159,19 @@ def postgresql() -> None:
     assert run.rc == 0, run.output[-4000:]
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """On an xdist worker with --dist loadgroup, every test marked xdist_group must carry its
+    group in its id (that is how the scheduler keeps a group on one worker). A pytest/xdist pair
+    that drops it (pytest 9.2 with xdist 3.8 did) would run a group's tests concurrently unseen."""
+    if hasattr(config, "workerinput") and getattr(config.option, "loadgroup", False):
+        lost = [item.nodeid for item in items
+                if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+        if lost:
+            raise pytest.UsageError(f"--dist loadgroup ignored xdist_group (e.g. {lost[0]}): the pinned "
+                                    "pytest and pytest-xdist do not work together")
+
+
 def pytest_unconfigure(config):
     # The last process of a run removes the shared records: the serial phase, or a plain run.
     if not hasattr(config, "workerinput") and os.environ.get("CRUDDUR_TEST_PHASE", "last") == "last":

@@ -142,3 +142,26 @@ def test_an_endpoint_that_does_not_resolve_is_the_first_failure(monkeypatch):
                                "detail": "db.example.invalid does not resolve: Name or service not known",
                                "fix": "export CRUDDUR_PROD_DB_HOST=<the RDS endpoint>"}
     assert [entry["status"] for entry in report.links[1:]] == ["skip"] * 6
+
+
+def test_pghostaddr_gives_the_endpoint_its_address_without_a_lookup(monkeypatch):
+    """As libpq does: the name is kept (the certificate is checked against it), no query is sent."""
+    doctor_module = load_module(REPO / "library" / "cruddur_db_doctor.py", "cruddur_db_doctor")
+
+    real_getaddrinfo = socket.getaddrinfo
+
+    def no_lookup(host, *args, **kwargs):
+        assert host != "db.example.invalid", "looked the name up"
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(doctor_module.socket, "getaddrinfo", no_lookup)
+    monkeypatch.setenv("PGHOSTADDR", "127.0.0.1")
+    port = free_port()  # nothing listens there
+    report = doctor_module.walk({
+        "connection": {"host": "db.example.invalid", "port": port, "name": "cruddur", "sslmode": "verify-full"},
+        "admin_user": "cruddurroot", "admin_password": "x", "admin_source": "SSM /cruddur/rds/master-password",
+        "roles": {}, "role_sources": {}, "maintenance_db": "postgres",
+        "migrations_dir": str(REPO / "sql" / "migrations"), "timeout": 1, "fixes": {}})
+    assert report.links[0]["status"] == "ok"
+    assert report.links[0]["detail"] == "db.example.invalid is 127.0.0.1 (PGHOSTADDR; no lookup)"
+    assert report.links[1]["status"] == "fail" and f"127.0.0.1:{port}" in report.links[1]["detail"]

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 
 import pytest
@@ -124,6 +125,27 @@ def test_proof_of_locality_looks_at_the_server_process():
     assert target.host_is_loopback("localhost", 5432)[0]
     assert not target.host_is_loopback("0.0.0.0", 5432)[0]
     assert not target.host_is_loopback("/nonexistent", 5432)[0]
+
+
+def test_the_guard_takes_the_address_libpq_connects_to_from_pghostaddr(monkeypatch):
+    """With PGHOSTADDR (the offline rehearsal's way to reach the emulated endpoint) libpq never
+    looks the name up, and neither does the guard: it judges the address given."""
+    from conftest import load_module
+    target = load_module(REPO / "library" / "cruddur_db_target.py", "cruddur_db_target")
+
+    real_getaddrinfo = socket.getaddrinfo
+
+    def no_lookup(host, *args, **kwargs):
+        assert host != "db.example.invalid", "looked the name up"
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(target.socket, "getaddrinfo", no_lookup)
+    monkeypatch.setenv("PGHOSTADDR", "127.0.0.1")
+    assert target.host_is_loopback("db.example.invalid", 5432) == (
+        True, "db.example.invalid (PGHOSTADDR) resolves only to loopback (127.0.0.1)")
+    monkeypatch.setenv("PGHOSTADDR", "192.0.2.7")
+    assert target.host_is_loopback("db.example.invalid", 5432) == (
+        False, "db.example.invalid (PGHOSTADDR) resolves to 192.0.2.7, which is not loopback")
 
 
 # --- backup and restore -----------------------------------------------------------------------

@@ -1,0 +1,78 @@
+"""bin/sandbox rehearse, run as a user runs it: the whole system offline (moto of its own, the
+emulated RDS endpoint backed by a local cluster, the deployed handler, the API), then torn down."""
+
+import re
+import socket
+import subprocess
+
+import pytest
+
+from conftest import REPO
+
+# One rehearsal at a time runs on a machine (it holds a lock): both tests share a worker.
+pytestmark = pytest.mark.xdist_group("rehearsal")
+
+
+def rehearse(**env):
+    import os
+
+    return subprocess.run(["bin/sandbox", "rehearse"], cwd=REPO, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, **env}, check=False)
+
+
+def ports_in(output: str) -> list[int]:
+    """Every loopback port the rehearsal said it used: the emulator, "RDS", the API."""
+    return sorted({int(port) for port in re.findall(r"127\.0\.0\.1:(\d+)", output)})
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def clusters() -> str:
+    return subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True, check=True).stdout
+
+
+def test_a_user_who_signs_up_is_in_the_table_and_their_activity_in_the_feed():
+    run = rehearse()
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    out = run.stdout
+    # Each step is printed with its time.
+    assert len(re.findall(r"^\[\d+\] done in \d+\.\d s$", out, re.MULTILINE)) == 9, out
+    assert re.search(r"RDS endpoint cruddur-db-instance\.\S+\.rds\.amazonaws\.com:(\d+), PostgreSQL 15", out)
+    signed_up = re.search(r"^    (rehearsal\w+) signed up and confirmed \(status CONFIRMED\), sub ([0-9a-f-]{36})$",
+                          out, re.MULTILINE)
+    assert signed_up, out
+    handle, sub = signed_up.groups()
+    # The deployed handler wrote the row from the event built from the user's attributes.
+    assert re.search(rf"^    users row: [0-9a-f-]{{36}} \| {handle} \| Rehearsal \w+ \| {handle}@example\.com \| {sub}$",
+                     out, re.MULTILINE), out
+    assert "of the deployed package (sha256 " in out
+    # The activity posted as that user through the API is in the feed; the seed adds no mock user
+    # outside the local environment, so it is the only one.
+    assert f'GET /api/activities/home: 1 activity; {handle}: "Rehearsed end to end by {handle}"' in out
+    # db-doctor walked every link of the rehearsed system, database included, all green.
+    doctor = re.search(r"^    (\d+) links OK, 0 skipped$", out, re.MULTILINE)
+    assert doctor and int(doctor.group(1)) >= 17, out
+    # Torn down: nothing listens on the ports it used, the cluster and its run directory are gone.
+    assert "rehearse: OK, 9 steps" in out and "nothing left running" in out
+    assert len(ports_in(out)) == 3
+    assert [port for port in ports_in(out) if listening(port)] == []
+    assert "cruddur_rehearsal" not in clusters()
+    assert not (REPO / ".cache" / "rehearsal" / "run").exists()
+    # No connection URL with a password in what it printed.
+    assert not re.search(r"postgresql://[^@\s/]*:[^@\s/]*@", out + run.stderr)
+
+
+def test_a_failed_step_names_the_problem_and_still_tears_down():
+    run = rehearse(CRUDDUR_DEV_IP="not-an-address")
+    assert run.returncode == 1
+    assert "rehearse: FAILED at step 2: aws-site.yml failed" in run.stderr
+    assert "not-an-address" in run.stderr
+    assert "[teardown] done" in run.stdout
+    emulator = re.search(r"moto on http://127\.0\.0\.1:(\d+)", run.stdout)
+    assert emulator and not listening(int(emulator.group(1)))
+    assert "cruddur_rehearsal" not in clusters()
+    assert not (REPO / ".cache" / "rehearsal" / "run").exists()
