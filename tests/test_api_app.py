@@ -20,6 +20,7 @@ from conftest import PG, REPO, connect, create_migrated_database, drop_database,
 
 sys.path.insert(0, str(REPO / "files" / "api"))
 from cruddur_api import create_app  # noqa: E402
+from cruddur_api.release import code_release  # noqa: E402
 from cruddur_api.validation import TTL_OFFSETS  # noqa: E402
 
 
@@ -249,6 +250,23 @@ def test_health_reports_database_and_pool(client):
     body = response.get_json()
     assert body["status"] == "ok" and body["database"] == "ok"
     assert body["pool"]["pool_max"] == 4 and body["pool"]["pool_size"] >= 1
+    # The release the process runs: the digest of the package's files as they are now.
+    assert body["release"] == code_release(REPO / "files" / "api" / "cruddur_api")
+
+
+def test_the_release_digest_follows_every_file_of_the_package(tmp_path):
+    import shutil
+
+    package = tmp_path / "cruddur_api"
+    shutil.copytree(REPO / "files" / "api" / "cruddur_api", package)
+    before = code_release(package)
+    assert len(before) == 12 and code_release(package) == before
+    (package / "__pycache__").mkdir(exist_ok=True)
+    (package / "__pycache__" / "x.pyc").write_bytes(b"cache")
+    assert code_release(package) == before  # bytecode caches do not count
+    template = package / "sql" / "health.sql"
+    template.write_text(template.read_text() + "\n")
+    assert code_release(package) != before
 
 
 def test_database_down_is_a_503_and_the_api_recovers(client, database):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import query
+from conftest import REPO, query, role_password, run_playbook
 
 BASE = "http://127.0.0.1:4567"
 
@@ -110,6 +110,24 @@ def test_405_from_the_service_keeps_allow(converged):
 def test_health(converged):
     status, body = http("GET", "/api/health")
     assert status == 200 and body["database"] == "ok"
+    # The release it serves: the digest of the deployed package, the same as the project's.
+    import sys
+    sys.path.insert(0, str(REPO / "files" / "api"))
+    from cruddur_api.release import code_release
+    assert body["release"] == code_release(REPO / "files" / "api" / "cruddur_api")
+
+
+def test_pools_that_would_exhaust_the_database_are_refused_before_anything_changes(converged):
+    config = Path("/etc/cruddur-api/config.json").read_text()
+    run = run_playbook("playbooks/api-deploy.yml", "-vvv", extra_vars={"cruddur_api_pool_max_size": 100})
+    assert run.rc != 0
+    text = " ".join(run.output.split())
+    assert ("Too many connections: the API would hold up to 200 (cruddur-local 200; workers x pool size), plus 0 "
+            "expected for others (the Lambda), = 200; the database allows 100 max_connections - 3 "
+            "superuser_reserved_connections - 5 kept free (cruddur_api_capacity_reserve) = 92.") in text
+    assert "Nothing was changed." in text and run.changed() == 0
+    assert Path("/etc/cruddur-api/config.json").read_text() == config
+    assert role_password("cruddur_api") not in run.output  # the check's login stays hidden at -vvv
 
 
 def gunicorn_master_pid(host):

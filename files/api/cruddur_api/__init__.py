@@ -8,6 +8,7 @@ import os
 from flask import Flask
 
 from . import activities, cors, errors, tracing
+from .release import code_release
 from .db import Database
 
 DEFAULTS = {
@@ -63,6 +64,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     )
     database.open()
     app.extensions["cruddur_db"] = database
+    app.extensions["cruddur_release"] = code_release()
 
     app.register_blueprint(activities.bp)
     errors.register(app)

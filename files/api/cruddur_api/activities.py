@@ -99,9 +99,10 @@ def _json_text(text: str, status: int = 200):
 @bp.get("/api/health")
 def health():
     db = _db()
+    release = current_app.extensions["cruddur_release"]
     try:
         db.query_value("health")
     except DatabaseUnavailable as exc:
-        body = {"status": "unavailable", "database": str(exc), "pool": db.stats()}
+        body = {"status": "unavailable", "database": str(exc), "pool": db.stats(), "release": release}
         return jsonify(body), 503
-    return jsonify({"status": "ok", "database": "ok", "pool": db.stats()})
+    return jsonify({"status": "ok", "database": "ok", "pool": db.stats(), "release": release})
