@@ -64,33 +64,14 @@ rule_id:
   returned: when it exists
 """
 
-import ipaddress
-
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+
+from ansible.module_utils.cruddur_address import WideCidr, normalize
 
 try:
     import botocore
 except ImportError:
     pass  # AnsibleAWSModule reports a missing botocore
-
-
-class WideCidr(ValueError):
-    pass
-
-
-def normalize(cidr, force_wide):
-    """The CIDR as a network string; WideCidr when it covers more than one address."""
-    try:
-        network = ipaddress.ip_network(cidr.strip(), strict=True)
-    except ValueError as exc:
-        raise WideCidr(f"{cidr!r} is not an IP address or CIDR: {exc}") from None
-    if network.num_addresses > 1 and not force_wide:
-        everyone = " (every address on the internet)" if network.prefixlen == 0 else ""
-        raise WideCidr(
-            f"refusing {network}{everyone}: the rule must name one address "
-            f"(/{network.max_prefixlen}); pass force_wide to allow a wider prefix"
-        )
-    return str(network)
 
 
 def rule_cidr(rule):

@@ -205,6 +205,19 @@ def test_refused_wide_cidr_through_the_playbook(aws, pool, tmp_path):
     assert ingress(aws, group_id) == before
 
 
+def test_a_bad_developer_address_stops_aws_site_before_anything_is_created(aws, pool, tmp_path):
+    run = sandbox(aws, pool, "playbooks/aws-site.yml", tmp_path=tmp_path, cruddur_dev_access_ip="not-an-address")
+    assert run.rc != 0
+    assert ("cruddur_dev_access_ip (CRUDDUR_DEV_IP): 'not-an-address' is not an IP address or CIDR: "
+            "'not-an-address' does not appear to be an IPv4 or IPv6 network. Nothing was created.") in \
+        " ".join(run.output.split())
+    assert run.changed() == 0
+    assert client(aws, "rds").describe_db_instances()["DBInstances"] == []
+    wide = sandbox(aws, pool, "playbooks/aws-site.yml", tmp_path=tmp_path, cruddur_dev_access_ip="0.0.0.0/0")
+    assert wide.rc != 0 and "refusing 0.0.0.0/0 (every address on the internet)" in wide.output
+    assert wide.changed() == 0
+
+
 def test_no_secret_in_verbose_output_and_teardown_keeps_a_final_snapshot(aws, pool, tmp_path):
     given = f"Given{secrets.token_hex(10)}"
     # Given as a vars file, as a user would (ansible-playbook echoes its command line at -vvvv).
