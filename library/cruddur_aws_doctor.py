@@ -75,24 +75,14 @@ from urllib.parse import urlsplit
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
+from ansible.module_utils.cruddur_doctor import Report
+
 try:
     import botocore
 except ImportError:
     pass  # AnsibleAWSModule reports a missing botocore
 
 VPC_ACCESS_POLICY = "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
-
-
-class Report:
-    def __init__(self, fixes):
-        self.links, self.fixes = [], fixes or {}
-
-    def add(self, link, status, detail, fix=""):
-        entry = {"link": link, "status": status, "detail": detail}
-        if status == "fail":
-            entry["fix"] = fix or self.fixes.get(link.split(" ")[0], "")
-        self.links.append(entry)
-        return status == "ok"
 
 
 def rules_on_port(group: dict, port: int) -> list[dict]:
@@ -294,8 +284,7 @@ def main():
         report = walk(module, clients)
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
         module.fail_json_aws(exc, msg="cannot read the AWS side")
-    module.exit_json(changed=False, links=report.links,
-                     failed_links=[e["link"] for e in report.links if e["status"] == "fail"])
+    module.exit_json(**report.result())
 
 
 if __name__ == "__main__":

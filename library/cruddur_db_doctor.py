@@ -86,30 +86,12 @@ import ssl
 import struct
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.cruddur_doctor import Report
 from ansible.module_utils.cruddur_postgres import RECORD_TABLE, psycopg2, reason, require_driver
 
 SSL_REQUEST = struct.pack("!II", 8, 80877103)  # PostgreSQL's SSLRequest message
 VERIFYING = ("verify-ca", "verify-full")
 TLS_REQUIRED = ("require",) + VERIFYING
-
-
-class Report:
-    def __init__(self, fixes: dict):
-        self.links: list[dict] = []
-        self.fixes = fixes
-
-    def ok(self, link: str, detail: str) -> bool:
-        self.links.append({"link": link, "status": "ok", "detail": detail})
-        return True
-
-    def fail(self, link: str, detail: str, fix: str = "") -> bool:
-        self.links.append({"link": link, "status": "fail", "detail": detail,
-                           "fix": fix or self.fixes.get(link.split(" ")[0], "")})
-        return False
-
-    def skip(self, link: str, detail: str) -> bool:
-        self.links.append({"link": link, "status": "skip", "detail": detail})
-        return False
 
 
 def tls_link(report: Report, address, port: int, connection: dict, timeout: int) -> bool:
@@ -300,8 +282,7 @@ def main():
         if not module.params["connection"].get(key):
             module.fail_json(msg=f"connection needs {key} (cruddur_db_connection)")
     report = walk(module.params)
-    module.exit_json(changed=False, links=report.links,
-                     failed_links=[entry["link"] for entry in report.links if entry["status"] == "fail"])
+    module.exit_json(**report.result())
 
 
 if __name__ == "__main__":

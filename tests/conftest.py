@@ -188,12 +188,13 @@ def scratch_db_name(postgresql):
 
 def load_module(path: Path, name: str):
     """One of the project's Ansible modules, imported by tests. Its shared code is made
-    importable where Ansible would put it (ansible.module_utils.cruddur_postgres)."""
-    shared = "ansible.module_utils.cruddur_postgres"
-    if shared not in sys.modules:
-        spec = importlib.util.spec_from_file_location(shared, REPO / "module_utils" / "cruddur_postgres.py")
-        sys.modules[shared] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[shared])
+    importable where Ansible would put it (ansible.module_utils.<name>)."""
+    for source in sorted((REPO / "module_utils").glob("*.py")):
+        shared = f"ansible.module_utils.{source.stem}"
+        if shared not in sys.modules:
+            spec = importlib.util.spec_from_file_location(shared, source)
+            sys.modules[shared] = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(sys.modules[shared])
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
