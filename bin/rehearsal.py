@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import fcntl
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -39,6 +40,18 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import sandbox
+
+
+def _load_pg_url():
+    """The project's one URL renderer (the cruddur_pg_url filter), loaded from its file."""
+    path = sandbox.REPO / "plugins" / "filter" / "cruddur_db.py"
+    spec = importlib.util.spec_from_file_location("cruddur_db_filters", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.cruddur_pg_url
+
+
+pg_url = _load_pg_url()
 
 REPO = sandbox.REPO
 STATE = REPO / ".cache" / "rehearsal"
@@ -68,17 +81,15 @@ class Steps:
         self.number = 0
         self.started = time.monotonic()
 
-    def run(self, title: str, action):
+    def run(self, title: str, action) -> None:
+        """Run `action`, which returns the lines that tell what it did."""
         self.number += 1
         print(f"[{self.number}] {title} ...", flush=True)
         began = time.monotonic()
-        result = action()
-        detail = result[1] if isinstance(result, tuple) else None
+        detail = action()
         print(f"[{self.number}] done in {time.monotonic() - began:.1f} s", flush=True)
-        if detail:
-            for line in detail:
-                print(f"    {line}", flush=True)
-        return result[0] if isinstance(result, tuple) else result
+        for line in detail:
+            print(f"    {line}", flush=True)
 
     def total(self) -> float:
         return time.monotonic() - self.started
@@ -133,7 +144,7 @@ class Rehearsal:
         self.stack.callback(stop_group, proc, "the emulator")
         self.endpoint = f"http://{HOST}:{proc.args[-1]}"
         self.pool_id = sandbox.ensure_user_pool(self.endpoint)
-        return None, [f"moto on {self.endpoint}, user pool {self.pool_id}"]
+        return [f"moto on {self.endpoint}, user pool {self.pool_id}"]
 
     def aws_site(self):
         recap = self.playbook("aws-site.yml", "inventories/sandbox")
@@ -141,7 +152,7 @@ class Rehearsal:
         self.address = instance["Endpoint"]["Address"]
         self.version = instance["EngineVersion"].split(".")[0]
         self.instance = instance
-        return None, [recap, f"RDS endpoint {self.address}:{instance['Endpoint']['Port']},"
+        return [recap, f"RDS endpoint {self.address}:{instance['Endpoint']['Port']},"
                              f" PostgreSQL {instance['EngineVersion']}"]
 
     def back_the_endpoint(self):
@@ -154,7 +165,7 @@ class Rehearsal:
             raise RehearsalFailed("backing the endpoint needs pg_createcluster, which runs as root")
         drop_cluster(self.version)  # one a killed rehearsal left behind
         tls = self.run_dir / "tls"
-        certificate_for(self.address, tls)
+        sandbox.sign_server_certificate(tls, [f"DNS:{self.address}", f"IP:{HOST}"])
         run_quiet(["pg_createcluster", self.version, CLUSTER, "-p", str(self.db_port)], "pg_createcluster")
         self.stack.callback(drop_cluster, self.version)
         confdir = Path(f"/etc/postgresql/{self.version}/{CLUSTER}")
@@ -175,14 +186,14 @@ class Rehearsal:
             Name="/cruddur/rds/master-password", WithDecryption=True)["Parameter"]["Value"]
         literal = "'" + password.replace("'", "''") + "'"
         superuser_sql(self.db_port, f'CREATE ROLE "{master}" LOGIN CREATEDB CREATEROLE PASSWORD {literal};')
-        return None, [f"PostgreSQL {self.version} cluster {CLUSTER} on {HOST}:{self.db_port}, certificate for "
+        return [f"PostgreSQL {self.version} cluster {CLUSTER} on {HOST}:{self.db_port}, certificate for "
                       f"{self.address} from the sandbox CA, master user {master}"]
 
     def database(self):
         recaps = [self.playbook(name, "inventories/sandbox", "inventories/rehearsal")
                   for name in ("db-create.yml", "db-migrate.yml", "db-seed.yml")]
         migrations = superuser_sql(self.db_port, "SELECT count(*) FROM cruddur_schema_migrations", "cruddur")
-        return None, [*recaps, f"{migrations} migrations applied on \"RDS\""]
+        return [*recaps, f"{migrations} migrations applied on \"RDS\""]
 
     def api(self):
         """gunicorn serving the project's API against "RDS", as the cruddur_api role: the api role's
@@ -192,8 +203,9 @@ class Rehearsal:
         ca = sandbox.ensure_tls()
         config = self.run_dir / "api.json"
         config.write_text(json.dumps({
-            "CONNECTION_URL": f"postgresql://cruddur_api@{self.address}:{self.db_port}/cruddur"
-                              f"?sslmode=verify-full&sslrootcert={ca}",
+            # No password in it: gunicorn gets it in its environment (PGPASSWORD) only.
+            "CONNECTION_URL": pg_url({"host": self.address, "port": self.db_port, "name": "cruddur",
+                                      "sslmode": "verify-full", "sslrootcert": str(ca)}, "cruddur_api", ""),
             "DB_POOL_MIN_SIZE": 1, "DB_POOL_MAX_SIZE": 4}))
         log = open(self.run_dir / "api.log", "ab")  # noqa: SIM115 (lives with gunicorn)
         self.stack.callback(log.close)
@@ -214,7 +226,7 @@ class Rehearsal:
                     raise RehearsalFailed(f"the API did not become healthy ({exc}); see {self.run_dir}/api.log") \
                         from None
                 time.sleep(0.2)
-        return None, [f"gunicorn on http://{HOST}:{self.api_port}, health: {health['status']}"]
+        return [f"gunicorn on http://{HOST}:{self.api_port}, health: {health['status']}"]
 
     def http(self, method: str, path: str, body: dict | None = None) -> str:
         request = urllib.request.Request(
@@ -239,7 +251,7 @@ class Rehearsal:
         cognito.admin_confirm_sign_up(UserPoolId=self.pool_id, Username=self.handle)
         user = cognito.admin_get_user(UserPoolId=self.pool_id, Username=self.handle)
         self.attributes = {item["Name"]: item["Value"] for item in user["UserAttributes"]}
-        return None, [f"{self.handle} signed up and confirmed (status {user['UserStatus']}), "
+        return [f"{self.handle} signed up and confirmed (status {user['UserStatus']}), "
                       f"sub {self.attributes['sub']}"]
 
     def deliver(self):
@@ -289,7 +301,7 @@ class Rehearsal:
                             "cruddur")
         if not row:
             raise RehearsalFailed("the handler returned, but the user is not in the users table")
-        return None, [f"trigger {arn} -> {function['Handler']} of the deployed package (sha256 {digest})",
+        return [f"trigger {arn} -> {function['Handler']} of the deployed package (sha256 {digest})",
                       f"users row: {row}"]
 
     def post_and_read(self):
@@ -300,7 +312,7 @@ class Rehearsal:
         mine = [item for item in feed if item.get("uuid") == created["uuid"]]
         if not mine:
             raise RehearsalFailed(f"activity {created['uuid']} is not in the feed")
-        return None, [f"POST /api/activities -> 201, activity {created['uuid']}",
+        return [f"POST /api/activities -> 201, activity {created['uuid']}",
                       f"GET /api/activities/home: {len(feed)} activit{'y' if len(feed) == 1 else 'ies'}; "
                       f"{mine[0]['handle']}: \"{mine[0]['message']}\" (expires {mine[0]['expires_at']})"]
 
@@ -312,23 +324,11 @@ class Rehearsal:
         verdicts = [verdict for verdict, _, _ in links]
         if not links or "FAIL" in verdicts:
             raise RehearsalFailed(f"db-doctor is not green:\n{text[-3000:]}")
-        return None, [f"{verdicts.count('OK')} links OK, {verdicts.count('SKIP')} skipped"] + \
+        return [f"{verdicts.count('OK')} links OK, {verdicts.count('SKIP')} skipped"] + \
             [f"{verdict} {name}: {why}" for verdict, name, why in links if verdict == "SKIP"]
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-def certificate_for(name: str, directory: Path) -> None:
-    """A server certificate for the endpoint's name (and 127.0.0.1), signed by the sandbox CA."""
-    ca = sandbox.ensure_tls()
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "server.ext").write_text(f"subjectAltName=DNS:{name},IP:127.0.0.1\n")
-    run_quiet(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(directory / "server.key"),
-               "-out", str(directory / "server.csr"), "-subj", f"/CN={name}"], "openssl req")
-    run_quiet(["openssl", "x509", "-req", "-in", str(directory / "server.csr"), "-CA", str(ca),
-               "-CAkey", str(ca.with_name("ca.key")), "-CAcreateserial", "-days", "2",
-               "-out", str(directory / "server.crt"), "-extfile", str(directory / "server.ext")], "openssl x509")
-
 
 def superuser_sql(port: int, sql: str, database: str = "postgres") -> str:
     """SQL as the cluster's superuser over its socket (peer); the statement goes on stdin."""

@@ -85,29 +85,40 @@ def running_endpoint() -> str | None:
     return f"http://{HOST}:{port}"
 
 
+def openssl(*args) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
 def ensure_tls() -> Path:
     """The sandbox's own CA and a server certificate it signed for 127.0.0.1 and localhost (made
     once, kept under .cache/sandbox/tls): the sandbox's connections verify against it, as prod's
     verify against the RDS bundle. Returns the CA's path."""
     tls = STATE / "tls"
-    ca_key, ca = tls / "ca.key", tls / "ca.crt"
+    ca = tls / "ca.crt"
     if ca.exists():
         return ca
     tls.mkdir(parents=True, exist_ok=True)
     tls.chmod(0o700)
-
-    def openssl(*args):
-        subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca) + ".partial",
-            "-days", "3650", "-subj", "/CN=cruddur sandbox CA")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(tls / "server.key"),
-            "-out", str(tls / "server.csr"), "-subj", "/CN=127.0.0.1")
-    (tls / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    openssl("x509", "-req", "-in", str(tls / "server.csr"), "-CA", str(ca) + ".partial", "-CAkey", str(ca_key),
-            "-CAcreateserial", "-out", str(tls / "server.crt"), "-days", "3650", "-extfile", str(tls / "server.ext"))
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(tls / "ca.key"),
+            "-out", str(ca) + ".partial", "-days", "3650", "-subj", "/CN=cruddur sandbox CA")
+    sign_server_certificate(tls, ["IP:127.0.0.1", "DNS:localhost"], ca=Path(str(ca) + ".partial"), days=3650)
     os.replace(str(ca) + ".partial", ca)
     return ca
+
+
+def sign_server_certificate(directory: Path, names: list[str], ca: Path | None = None, days: int = 2) -> None:
+    """server.key and server.crt in `directory`, for `names` ("DNS:..." / "IP:..."), signed by the
+    sandbox CA (or `ca`, its key beside it as ca.key)."""
+    ca = ca or ensure_tls()
+    ca_key = ca.parent / "ca.key"
+    directory.mkdir(parents=True, exist_ok=True)
+    common_name = names[0].split(":", 1)[1]
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(directory / "server.key"),
+            "-out", str(directory / "server.csr"), "-subj", f"/CN={common_name}")
+    (directory / "server.ext").write_text(f"subjectAltName={','.join(names)}\n")
+    openssl("x509", "-req", "-in", str(directory / "server.csr"), "-CA", str(ca), "-CAkey", str(ca_key),
+            "-CAcreateserial", "-out", str(directory / "server.crt"), "-days", str(days),
+            "-extfile", str(directory / "server.ext"))
 
 
 def start() -> dict:

@@ -201,6 +201,18 @@ def load_module(path: Path, name: str):
     return module
 
 
+def forbid_lookup(monkeypatch, socket_module, name: str) -> None:
+    """Make looking `name` up through `socket_module` fail the test (numeric addresses still
+    resolve, as they never leave the machine)."""
+    real_getaddrinfo = socket_module.getaddrinfo
+
+    def no_lookup(host, *args, **kwargs):
+        assert host != name, f"looked {name} up"
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket_module, "getaddrinfo", no_lookup)
+
+
 def load_migrations_module():
     """The project's migration module (library/), imported for fixtures."""
     return load_module(REPO / "library" / "cruddur_migrations.py", "cruddur_migrations")

@@ -9,8 +9,8 @@ import socket
 
 import pytest
 
-from conftest import REPO, create_migrated_database, drop_database, free_port, load_module, make_tls, \
-    on_database, query, run_playbook
+from conftest import REPO, create_migrated_database, drop_database, forbid_lookup, free_port, load_module, \
+    make_tls, on_database, query, run_playbook
 
 LINE = re.compile(r"^\s+(OK|FAIL|SKIP)\s+(roles \S+|\S+)\s+(.*)$", re.M)
 
@@ -148,13 +148,7 @@ def test_pghostaddr_gives_the_endpoint_its_address_without_a_lookup(monkeypatch)
     """As libpq does: the name is kept (the certificate is checked against it), no query is sent."""
     doctor_module = load_module(REPO / "library" / "cruddur_db_doctor.py", "cruddur_db_doctor")
 
-    real_getaddrinfo = socket.getaddrinfo
-
-    def no_lookup(host, *args, **kwargs):
-        assert host != "db.example.invalid", "looked the name up"
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(doctor_module.socket, "getaddrinfo", no_lookup)
+    forbid_lookup(monkeypatch, doctor_module.socket, "db.example.invalid")
     monkeypatch.setenv("PGHOSTADDR", "127.0.0.1")
     port = free_port()  # nothing listens there
     report = doctor_module.walk({

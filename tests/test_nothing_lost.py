@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 
 import pytest
@@ -130,16 +129,10 @@ def test_proof_of_locality_looks_at_the_server_process():
 def test_the_guard_takes_the_address_libpq_connects_to_from_pghostaddr(monkeypatch):
     """With PGHOSTADDR (the offline rehearsal's way to reach the emulated endpoint) libpq never
     looks the name up, and neither does the guard: it judges the address given."""
-    from conftest import load_module
+    from conftest import forbid_lookup, load_module
     target = load_module(REPO / "library" / "cruddur_db_target.py", "cruddur_db_target")
 
-    real_getaddrinfo = socket.getaddrinfo
-
-    def no_lookup(host, *args, **kwargs):
-        assert host != "db.example.invalid", "looked the name up"
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(target.socket, "getaddrinfo", no_lookup)
+    forbid_lookup(monkeypatch, target.socket, "db.example.invalid")
     monkeypatch.setenv("PGHOSTADDR", "127.0.0.1")
     assert target.host_is_loopback("db.example.invalid", 5432) == (
         True, "db.example.invalid (PGHOSTADDR) resolves only to loopback (127.0.0.1)")
