@@ -79,6 +79,7 @@ summary:
 import ipaddress
 import os
 import socket
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -126,6 +127,13 @@ def read_proc(pid: int, name: str) -> bytes | None:
 def backend_is_here(backend_pid: int, user: str, db: str) -> tuple[bool, str]:
     """Whether the process serving this session runs on this machine (see DOCUMENTATION)."""
     cmdline = read_proc(backend_pid, "cmdline")
+    # PostgreSQL rewrites its process title in place (update_process_title): a read at that
+    # moment sees an empty command line. Read again before judging.
+    for _ in range(10):
+        if cmdline != b"":
+            break
+        time.sleep(0.02)
+        cmdline = read_proc(backend_pid, "cmdline")
     status = read_proc(backend_pid, "status")
     if cmdline is None or status is None:
         return False, (f"the server's session process (PID {backend_pid}) is not on this machine: "

@@ -126,6 +126,30 @@ def test_proof_of_locality_looks_at_the_server_process():
     assert not target.host_is_loopback("/nonexistent", 5432)[0]
 
 
+def test_the_guard_reads_a_process_title_again_while_postgresql_rewrites_it(monkeypatch):
+    """A backend's title read while PostgreSQL rewrites it is empty: read again, do not refuse."""
+    from conftest import load_module
+    target = load_module(REPO / "library" / "cruddur_db_target.py", "cruddur_db_target")
+    conn = connect("postgres")
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid(), current_user")
+        pid, user = cur.fetchone()
+    real_read, empty_reads = target.read_proc, [2]
+
+    def rewriting(read_pid, name):
+        if name == "cmdline" and read_pid == pid and empty_reads[0] > 0:
+            empty_reads[0] -= 1
+            return b""
+        return real_read(read_pid, name)
+
+    monkeypatch.setattr(target, "read_proc", rewriting)
+    try:
+        assert target.backend_is_here(pid, user, "postgres")[0]
+        assert empty_reads == [0]
+    finally:
+        conn.close()
+
+
 def test_the_guard_takes_the_address_libpq_connects_to_from_pghostaddr(monkeypatch):
     """With PGHOSTADDR (the offline rehearsal's way to reach the emulated endpoint) libpq never
     looks the name up, and neither does the guard: it judges the address given."""
