@@ -44,6 +44,8 @@ CONNECT_TIMEOUT = 2
 TCP_USER_TIMEOUT_MS = 1500
 STATEMENT_TIMEOUT_MS = 1000
 TIME_BUDGET = 4.0
+# SSM's connect and read timeouts, one attempt: the worst case stays inside the budget.
+SSM_TIMEOUT = 1
 # A retry starts only when this much of the budget is left: a full connect plus the statement.
 RETRY_NEEDS = CONNECT_TIMEOUT + STATEMENT_TIMEOUT_MS / 1000
 
@@ -100,7 +102,7 @@ def _password_from_ssm(refresh: bool = False) -> str | None:
 
             # At most 2 s, no retry: with the database's connect timeout (2 s) the worst case stays
             # inside the handler's 4 s budget and Cognito's 5 s wait.
-            _ssm = boto3.client("ssm", config=Config(connect_timeout=1, read_timeout=1,
+            _ssm = boto3.client("ssm", config=Config(connect_timeout=SSM_TIMEOUT, read_timeout=SSM_TIMEOUT,
                                                      retries={"total_max_attempts": 1}))
         _password = _ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
     return _password
