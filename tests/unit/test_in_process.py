@@ -1,0 +1,161 @@
+"""The project's modules run in Ansible's worker process where they would run on this machine
+anyway (plugins/in_process.py): the same results as shipped, and shipped wherever that is not so.
+
+A probe module of the test's own, run by the real ansible-playbook through the same action
+plugin, once in process and once shipped (CRUDDUR_IN_PROCESS=0)."""
+
+import json
+import sys
+import textwrap
+
+import pytest
+from conftest import REPO, run_playbook
+
+SECRET = "probe-secret-7d1c"
+
+PROBE = textwrap.dedent('''
+    import os
+    from ansible.module_utils.basic import AnsibleModule
+    from ansible.module_utils.cruddur_address import WideCidr, normalize
+
+    def main():
+        module = AnsibleModule(
+            argument_spec=dict(word=dict(type="str", required=True),
+                               token=dict(type="str", no_log=True, default=""),
+                               how=dict(type="str", default="ok", choices=["ok", "fail", "crash"]),
+                               count=dict(type="int", default=1)),
+            supports_check_mode=True)
+        if module.params["how"] == "crash":
+            raise RuntimeError("the probe crashed on purpose")
+        if module.params["how"] == "fail":
+            module.fail_json(msg="the probe failed on purpose with " + module.params["token"])
+        module.exit_json(changed=not module.check_mode, word=module.params["word"] * module.params["count"],
+                         check_mode=module.check_mode, env=os.environ.get("PROBE_ENV", ""),
+                         echoed=module.params["token"], cidr=wide("10.0.0.0/8"))
+
+    def wide(cidr):
+        try:
+            return normalize(cidr, False)
+        except WideCidr as exc:
+            return str(exc)
+
+    if __name__ == "__main__":
+        main()
+''')
+
+PLAYBOOK = textwrap.dedent('''
+    - hosts: probe
+      gather_facts: false
+      tasks:
+        - name: Plain
+          cruddur_probe: {word: ab, count: 2, token: "''' + SECRET + '''"}
+          register: plain
+        - name: With an environment
+          cruddur_probe: {word: env}
+          environment: {PROBE_ENV: from-the-task}
+          register: with_env
+        - name: Failing
+          cruddur_probe: {word: x, how: fail, token: "''' + SECRET + '''"}
+          register: failing
+          ignore_errors: true
+        - name: Crashing
+          cruddur_probe: {word: x, how: crash}
+          register: crashing
+          ignore_errors: true
+        - name: Bad argument
+          cruddur_probe: {word: x, count: many}
+          register: bad
+          ignore_errors: true
+        - name: In check mode
+          cruddur_probe: {word: c}
+          check_mode: true
+          register: checked
+        - name: Delegated to the controller
+          cruddur_probe: {word: d}
+          delegate_to: localhost
+          register: delegated
+        - name: Report
+          ansible.builtin.copy:
+            dest: "{{ report }}"
+            content: "{{ {'plain': plain, 'with_env': with_env, 'failing': failing, 'crashing': crashing,
+                          'bad': bad, 'checked': checked, 'delegated': delegated} | to_json }}"
+            mode: "0600"
+''')
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory):
+    base = tmp_path_factory.mktemp("in-process")
+    (base / "library").mkdir()
+    (base / "library" / "cruddur_probe.py").write_text(PROBE)
+    (base / "action").mkdir()
+    (base / "action" / "cruddur_probe.py").symlink_to(REPO / "plugins" / "in_process.py")
+    (base / "site.yml").write_text(PLAYBOOK)
+    return base
+
+
+def run(probe, switch: str, interpreter: str, name: str):
+    report = probe / f"{name}.json"
+    inventory = probe / f"{name}.ini"
+    inventory.write_text(f"probe ansible_connection=local ansible_python_interpreter={interpreter}\n")
+    result = run_playbook(str(probe / "site.yml"), "-i", str(inventory), "-vvvv", extra_vars={"report": str(report)},
+                          env={"CRUDDUR_IN_PROCESS": switch,
+                               "ANSIBLE_LIBRARY": f"{probe / 'library'}:{REPO / 'library'}",
+                               "ANSIBLE_ACTION_PLUGINS": str(probe / "action")})
+    assert result.rc == 0, result.output[-3000:]
+    return result.output, json.loads(report.read_text())
+
+
+def comparable(results: dict) -> dict:
+    """What a task reports, without what differs by how it ran (where a crash's traceback was)."""
+    out = {}
+    for name, value in results.items():
+        value = dict(value)
+        for key in ("module_stderr", "module_stdout", "exception", "invocation", "rc", "stdout", "stdout_lines",
+                    "stderr", "stderr_lines", "_ansible_no_log"):
+            value.pop(key, None)
+        out[name] = value
+    return out
+
+
+def test_in_process_results_equal_the_shipped_ones_and_no_log_holds(probe):
+    here_out, here = run(probe, "1", sys.executable, "here")
+    shipped_out, shipped = run(probe, "0", sys.executable, "shipped")
+    assert "cruddur_probe: run in the worker process" in here_out
+    assert "cruddur_probe: shipped to the host (CRUDDUR_IN_PROCESS=0)" in shipped_out
+    assert "run in the worker process" not in shipped_out
+
+    assert here["plain"]["word"] == "abab" and here["plain"]["changed"] is True
+    assert here["plain"]["cidr"] != ""  # the project's module_utils was importable in process
+    assert here["with_env"]["env"] == "from-the-task"
+    assert here["checked"]["check_mode"] is True and here["checked"]["changed"] is False
+    assert here["failing"]["failed"] is True
+    assert "the probe failed on purpose" in here["failing"]["msg"]
+    assert here["bad"]["failed"] is True and "count" in here["bad"]["msg"]
+    assert here["crashing"]["failed"] is True
+    assert "the probe crashed on purpose" in json.dumps(here["crashing"])
+    assert comparable(here) == comparable(shipped)
+
+    # The no_log argument is masked in what the module returns and never printed, at -vvvv.
+    assert here["plain"]["echoed"] != SECRET and here["plain"]["echoed"] == shipped["plain"]["echoed"]
+    assert SECRET not in here["failing"]["msg"]
+    assert SECRET not in here_out and SECRET not in shipped_out
+
+
+def test_another_interpreter_is_shipped_to_and_a_delegate_is_judged_by_its_own(probe):
+    other = "/usr/bin/python3"
+    output, results = run(probe, "1", other, "other")
+    assert f"<probe> cruddur_probe: shipped to the host (its interpreter is {other}" in output
+    assert results["plain"]["word"] == "abab"
+    # Delegated to the controller (implicit localhost, the playbook's own Python): in process.
+    assert "<localhost> cruddur_probe: run in the worker process" in output
+    assert results["delegated"]["word"] == "d"
+
+
+def test_every_project_module_has_the_action_and_nothing_else_does():
+    modules = {path.name for path in (REPO / "library").glob("*.py")}
+    actions = {path.name for path in (REPO / "plugins" / "action").glob("*.py")}
+    assert actions == modules
+    for name in actions:
+        link = REPO / "plugins" / "action" / name
+        assert link.is_symlink() and link.resolve() == REPO / "plugins" / "in_process.py", name
