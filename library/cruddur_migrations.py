@@ -30,7 +30,9 @@ description:
     I(adopt_dir). It checks every row that the current schema would reject first and stops,
     naming them, before any change; then, in one transaction, gives the tables to I(owner_role),
     runs the adoption script as that role, and records the migrations the script brings the
-    database to as applied (C(how = adopted)).
+    database to as applied (C(how = adopted)). It also lists the objects in schema public that
+    I(owner_role) does not own (a database made before the owner role existed, or by hand), as
+    I(foreign_objects), for the caller to give to the owner.
   - In check mode it only reads, and reports what it would apply or roll back.
 options:
   state:
@@ -110,6 +112,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+foreign_objects:
+  description: With C(state=adopted), the tables, views, materialized views and sequences in
+    schema public that I(owner_role) does not own (sequences owned by a column and extension
+    members left out), as C(name) (schema-qualified) and C(type).
+  type: list
+  elements: dict
+  returned: always
 applied:
   description: Migrations applied by this run (or that would be, in check mode), in order.
   type: list
@@ -613,6 +622,31 @@ def adopt(conn, migrations, adopt_dir, owner_role, check_mode, lock_timeout):
     return dict(none, adopted=baseline, current=baseline)
 
 
+# What schema public holds that the owner role does not own: a sequence owned by a column follows
+# its table, and extension members stay as they are.
+FOREIGN_OBJECTS = """
+    SELECT n.nspname || '.' || c.relname,
+           CASE c.relkind WHEN 'S' THEN 'sequence' WHEN 'v' THEN 'view'
+                          WHEN 'm' THEN 'matview' ELSE 'table' END
+    FROM pg_class c
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+      AND pg_get_userbyid(c.relowner) <> %(owner)s
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                      WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                        AND d.deptype IN ('a', 'i', 'e'))
+    ORDER BY 1
+"""
+
+
+def foreign_objects(conn, owner_role):
+    with conn.cursor() as cursor:
+        cursor.execute(FOREIGN_OBJECTS, {"owner": owner_role})
+        found = [{"name": name, "type": kind} for name, kind in cursor.fetchall()]
+    conn.rollback()
+    return found
+
+
 def connect(params):
     return pg_connect(params, "cruddur-migrations")
 
@@ -650,14 +684,14 @@ def main():
         if params["state"] in ("adopted", "status") and "does not exist" in str(exc):
             # Nothing to adopt in a database still to be created; nothing applied in it yet.
             module.exit_json(changed=False, applied=[], rolled_back=[], current=[], repaired=[],
-                             adopted=[], status=[{"id": m.id, "state": "pending"} for m in migrations]
+                             adopted=[], foreign_objects=[], status=[{"id": m.id, "state": "pending"} for m in migrations]
                              if params["state"] == "status" else [])
         if module.check_mode and "does not exist" in str(exc):
             # The database itself is still to be created (by an earlier task, simulated in
             # --check): everything would be applied.
             would = [m.id for m in migrations] if params["state"] == "latest" else []
             module.exit_json(changed=bool(would), applied=would, rolled_back=[], current=[],
-                             status=[], repaired=[], adopted=[])
+                             status=[], repaired=[], adopted=[], foreign_objects=[])
         module.fail_json(msg=f"cannot connect to {where}: {reason(exc)}")
 
     state = params["state"]
@@ -669,6 +703,7 @@ def main():
         elif state == "adopted":
             result = adopt(conn, migrations, params["adopt_dir"], params["owner_role"],
                            module.check_mode, params["lock_timeout"])
+            result["foreign_objects"] = foreign_objects(conn, params["owner_role"])
         else:
             result = dict(run(conn, migrations, state, module.check_mode, params["lock_timeout"],
                               params["ddl_lock_timeout"], params["statement_timeout"]),
@@ -681,7 +716,7 @@ def main():
         conn.close()
 
     changed = bool(result["applied"] or result["rolled_back"] or result["repaired"] or result["adopted"])
-    module.exit_json(changed=changed, **result)
+    module.exit_json(changed=changed, **{"foreign_objects": [], **result})
 
 
 if __name__ == "__main__":

@@ -59,9 +59,14 @@ class InProcessAction(ActionBase):
             result = merge_hash(result, self._execute_module(task_vars=task_vars, wrap_async=wrap_async))
             if not wrap_async:
                 self._remove_tmp_path(self._connection._shell.tmpdir)
+            if self._task.action in C._ACTION_SETUP:
+                result["_ansible_verbose_override"] = True
             return result
         display.vvv(f"{self._task.action}: run in the worker process", host=self._host_name())
-        return merge_hash(result, self._run_here(task_vars))
+        result = merge_hash(result, self._run_here(task_vars))
+        if self._task.action in C._ACTION_SETUP:
+            result["_ansible_verbose_override"] = True  # as the normal action does for setup
+        return result
 
     def _host_name(self) -> str:
         return self._play_context.remote_addr or "localhost"
@@ -91,9 +96,21 @@ class InProcessAction(ActionBase):
         import ansible.module_utils as module_utils_package
 
         name = self._task.action
-        path = self._shared_loader_obj.module_loader.find_plugin(name, mod_type=".py")
-        if path is None:
+        found = self._shared_loader_obj.module_loader.find_plugin_with_context(
+            name, mod_type=".py", collection_list=self._task.collections)
+        if not found.resolved or not found.plugin_resolved_path:
             return {"failed": True, "msg": f"module {name} not found"}
+        path, collection = found.plugin_resolved_path, found.plugin_resolved_collection
+        leaf = found.plugin_resolved_name.rsplit(".", 1)[-1]
+        # As AnsiballZ names it: a collection's module by its package (its relative imports and
+        # ansible_collections imports resolve through the controller's collection loader),
+        # ansible-core's own as ansible.modules.<name>, one from a library directory as a file.
+        if collection == "ansible.builtin":
+            package_name = f"ansible.modules.{leaf}"
+        elif collection:
+            package_name = f"ansible_collections.{collection}.plugins.modules.{leaf}"
+        else:
+            package_name = None
         # The project's module_utils directories, as `import ansible.module_utils.<name>` finds
         # them inside a shipped module.
         for directory in C.config.get_config_value("DEFAULT_MODULE_UTILS_PATH") or []:
@@ -115,8 +132,13 @@ class InProcessAction(ActionBase):
         try:
             with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
                 try:
-                    # As AnsiballZ runs it: as a script, which must print its result and exit.
-                    runpy.run_path(path, run_name="__main__")
+                    # As AnsiballZ runs it: as __main__, which must print its result and exit.
+                    if package_name:
+                        runpy.run_module(package_name, run_name="__main__", alter_sys=False)
+                    else:
+                        with open(path, "rb") as source:
+                            code = compile(source.read(), path, "exec")
+                        exec(code, {"__name__": "__main__", "__file__": path})  # noqa: S102 (the module itself)
                     raise RuntimeError("New-style module did not handle its own exit.")
                 except Exception as exc:  # not SystemExit: modules exit with it
                     # A crash is reported as AnsiballZ reports one (it prints the result, exits 1).

@@ -123,6 +123,32 @@ def test_setup_then_migrate_and_seed_again_change_nothing(scratch_db_name):
         assert again.rc == 0 and again.changed() == 0, (playbook, again.output[-3000:])
 
 
+def test_create_gives_the_owner_what_the_administrator_made_and_keeps_the_rows(scratch_db_name):
+    """A database migrated before the owner role existed (or changed by hand as postgres): db-create
+    gives its objects to the owner, rows kept; a sequence owned by a column follows its table."""
+    setup_scratch(scratch_db_name)
+    query(scratch_db_name, "ALTER TABLE activities OWNER TO postgres;"
+                           "CREATE TABLE notes (id serial PRIMARY KEY, body text);"
+                           "INSERT INTO notes (body) VALUES ('kept');"
+                           "CREATE VIEW note_bodies AS SELECT body FROM notes")
+    owners = ("SELECT c.relname::text, pg_get_userbyid(c.relowner)::text FROM pg_class c "
+              "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' "
+              "AND c.relname IN ('activities', 'notes', 'notes_id_seq', 'note_bodies') ORDER BY 1")
+    assert dict(query(scratch_db_name, owners)) == dict.fromkeys(
+        ("activities", "note_bodies", "notes", "notes_id_seq"), "postgres")
+    vars_ = {**on_database(scratch_db_name), "cruddur_db_env_file": SCRATCH_ENV_FILE}
+    checked = run_playbook("playbooks/db-create.yml", "--check", extra_vars=vars_)
+    assert checked.rc == 0 and checked.recap["cruddur-db"]["changed"] > 0, checked.output[-3000:]
+    assert dict(query(scratch_db_name, owners))["activities"] == "postgres"  # --check changed nothing
+    run = run_playbook("playbooks/db-create.yml", extra_vars=vars_)
+    assert run.rc == 0, run.output[-3000:]
+    assert dict(query(scratch_db_name, owners)) == dict.fromkeys(
+        ("activities", "note_bodies", "notes", "notes_id_seq"), "cruddur_owner")
+    assert query(scratch_db_name, "SELECT body FROM notes") == [("kept",)]
+    again = run_playbook("playbooks/db-create.yml", extra_vars=vars_)
+    assert again.rc == 0 and again.changed() == 0, again.output[-3000:]
+
+
 def test_check_mode_lists_pending_migrations_and_touches_nothing(scratch_db_name):
     run = run_playbook("playbooks/db-setup.yml", "--check", extra_vars=on_database(scratch_db_name))
     assert run.rc == 0, run.output[-3000:]

@@ -74,11 +74,25 @@ PLAYBOOK = textwrap.dedent('''
           cruddur_probe: {word: d}
           delegate_to: localhost
           register: delegated
+        - name: A collection's module (community.general)
+          community.general.ini_file:
+            path: "{{ report }}.ini"
+            section: probe
+            option: word
+            value: "{{ inventory_hostname }}"
+            mode: "0600"
+          register: collection_module
+        - name: An ansible-core module
+          ansible.builtin.stat:
+            path: "{{ report }}.ini"
+            get_checksum: true
+          register: core_module
         - name: Report
           ansible.builtin.copy:
             dest: "{{ report }}"
             content: "{{ {'plain': plain, 'with_env': with_env, 'failing': failing, 'crashing': crashing,
-                          'bad': bad, 'checked': checked, 'delegated': delegated} | to_json }}"
+                          'bad': bad, 'checked': checked, 'delegated': delegated,
+                          'collection_module': collection_module, 'core_module': core_module} | to_json }}"
             mode: "0600"
 ''')
 
@@ -89,7 +103,9 @@ def probe(tmp_path_factory):
     (base / "library").mkdir()
     (base / "library" / "cruddur_probe.py").write_text(PROBE)
     (base / "action").mkdir()
-    (base / "action" / "cruddur_probe.py").symlink_to(REPO / "plugins" / "in_process.py")
+    # As in plugins/action: the probe's own action, and the one of every module without its own.
+    for name in ("cruddur_probe.py", "normal.py"):
+        (base / "action" / name).symlink_to(REPO / "plugins" / "in_process.py")
     (base / "site.yml").write_text(PLAYBOOK)
     return base
 
@@ -124,6 +140,8 @@ def test_in_process_results_equal_the_shipped_ones_and_no_log_holds(probe):
     assert "cruddur_probe: run in the worker process" in here_out
     assert "cruddur_probe: shipped to the host (CRUDDUR_IN_PROCESS=0)" in shipped_out
     assert "run in the worker process" not in shipped_out
+    assert "community.general.ini_file: run in the worker process" in here_out
+    assert "ansible.builtin.stat: run in the worker process" in here_out
 
     assert here["plain"]["word"] == "abab" and here["plain"]["changed"] is True
     assert here["plain"]["cidr"] != ""  # the project's module_utils was importable in process
@@ -134,6 +152,12 @@ def test_in_process_results_equal_the_shipped_ones_and_no_log_holds(probe):
     assert here["bad"]["failed"] is True and "count" in here["bad"]["msg"]
     assert here["crashing"]["failed"] is True
     assert "the probe crashed on purpose" in json.dumps(here["crashing"])
+    assert here["collection_module"]["changed"] is True and shipped["collection_module"]["changed"] is True
+    assert here["core_module"]["stat"]["checksum"] == shipped["core_module"]["stat"]["checksum"]
+    for result in (here, shipped):  # the file, its times and inode differ between the two runs
+        for key in ("path", "diff", "dest"):
+            result["collection_module"].pop(key, None)
+        result["core_module"].pop("stat")
     assert comparable(here) == comparable(shipped)
 
     # The no_log argument is masked in what the module returns and never printed, at -vvvv.
@@ -153,7 +177,8 @@ def test_another_interpreter_is_shipped_to_and_a_delegate_is_judged_by_its_own(p
 
 
 def test_every_project_module_has_the_action_and_nothing_else_does():
-    modules = {path.name for path in (REPO / "library").glob("*.py")}
+    # normal.py: the action of every module without one of its own (community.postgresql's, ...).
+    modules = {path.name for path in (REPO / "library").glob("*.py")} | {"normal.py"}
     actions = {path.name for path in (REPO / "plugins" / "action").glob("*.py")}
     assert actions == modules
     for name in actions:
