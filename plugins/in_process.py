@@ -1,16 +1,21 @@
-"""Run one of the project's own modules inside Ansible's worker process when the module would
-run on this machine, with this Python, anyway.
+"""Run a module inside Ansible's worker process when the module would run on this machine,
+with this Python, anyway.
 
 Each module task normally costs about 0.3-0.5 s of CPU here (docs/benchmarks.md): a fresh
 interpreter, the AnsiballZ zip, and above all compiling the module_utils it carries (zipimport
-keeps no bytecode). The project's modules mostly run on hosts with `ansible_connection: local`
-and `ansible_python_interpreter: "{{ ansible_playbook_python }}"` (the database chores, the AWS
-plays): the worker process Ansible has already forked for the task is such an interpreter, with
-`ansible.module_utils` already imported. There the module's own `main()` runs in that worker:
+keeps no bytecode). Most of the project's module tasks run on hosts with
+`ansible_connection: local` and `ansible_python_interpreter: "{{ ansible_playbook_python }}"`
+(the database chores, the AWS plays): the worker process Ansible has already forked for the task
+is such an interpreter, with `ansible.module_utils` already imported. There the module runs in
+that worker, as AnsiballZ would run it (as __main__; a collection's module by its package name):
 same arguments (encoded and decoded the way Ansible ships them), same AnsibleModule (argument
 checks, check mode, no_log masking), and the result goes through the same parser as a shipped
 module's. Each worker is a fork that serves one task and exits, so nothing a module changes in
 its process outlives it.
+
+This is the action of each of the project's modules (plugins/action/cruddur_*.py) and of every
+module without an action of its own (plugins/action/normal.py, which Ansible looks up in the
+configured action_plugins before its own).
 
 Anything else is shipped as usual: another connection, become, async, another interpreter (a
 delegated task is judged by its delegate's), or CRUDDUR_IN_PROCESS=0 in the environment. A
@@ -43,7 +48,7 @@ PROFILE = "legacy"
 
 
 class InProcessAction(ActionBase):
-    """The action of a project module: in the worker when that is where it would run, else shipped."""
+    """A module's action: in the worker when that is where it would run, else shipped."""
 
     _supports_check_mode = True
     _supports_async = True
@@ -160,5 +165,5 @@ def same_python(one: str, other: str) -> bool:
     return os.path.dirname(one) == os.path.dirname(other) and os.path.realpath(one) == os.path.realpath(other)
 
 
-# plugins/action/<module>.py are links to this file: each of the project's modules gets this action.
+# plugins/action/<module>.py and normal.py are links to this file.
 ActionModule = InProcessAction
