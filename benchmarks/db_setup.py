@@ -28,6 +28,10 @@ ENV = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOL
 PSQL = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"]
 
 
+# Modules in Ansible's worker process (plugins/in_process.py) or shipped as Ansible does by default.
+SHIPPED = {**ENV, "CRUDDUR_IN_PROCESS": "0"}
+
+
 def timed(commands: list[list[str]], env=ENV) -> float:
     start = time.perf_counter()
     for command in commands:
@@ -54,11 +58,13 @@ def plain_psql() -> list[list[str]]:
     ]
 
 
-def measure(runs: int) -> tuple[list[float], list[float], list[float], list[str]]:
-    """db-setup and plain psql RUNS times each, ansible-playbook's start-up, and the slowest
-    tasks of one profiled run; the throwaway database is dropped afterwards."""
+def measure(runs: int) -> tuple[list[float], list[float], list[float], list[float], list[str]]:
+    """db-setup (modules in process, then shipped) and plain psql RUNS times each,
+    ansible-playbook's start-up, and the slowest tasks of one profiled run; the throwaway
+    database is dropped afterwards."""
     timed([playbook()])  # warm caches once
     ansible = [timed([playbook()]) for _ in range(runs)]
+    shipped = [timed([playbook()], SHIPPED) for _ in range(runs)]
     psql = [timed(plain_psql()) for _ in range(runs)]
     startup = []
     for _ in range(runs):
@@ -72,15 +78,17 @@ def measure(runs: int) -> tuple[list[float], list[float], list[float], list[str]
     slowest = [line.strip() for line in profile.stdout.splitlines() if re.search(r"-{3,} \d+\.\d+s$", line)][:8]
     subprocess.run(PSQL + ["-d", "postgres", "-c", f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)"],
                    env=ENV, check=True, stdout=subprocess.DEVNULL)
-    return ansible, psql, startup, slowest
+    return ansible, shipped, psql, startup, slowest
 
 
 def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    ansible, psql, startup, slowest = measure(runs)
+    ansible, shipped, psql, startup, slowest = measure(runs)
     med_a, med_p = statistics.median(ansible), statistics.median(psql)
     print(f"db-setup benchmark, {runs} runs each, database {DB}")
     print(f"  ansible-playbook db-setup.yml : median {med_a:.3f} s   best {min(ansible):.3f} s")
+    print(f"  the same, modules shipped     : median {statistics.median(shipped):.3f} s   best {min(shipped):.3f} s"
+          "   (CRUDDUR_IN_PROCESS=0)")
     print(f"  plain psql (same steps)       : median {med_p:.3f} s   best {min(psql):.3f} s")
     print(f"  ratio (median)                : {med_a / med_p:.1f}x")
     print(f"  of which ansible-playbook start-up and parsing (--list-tasks): "

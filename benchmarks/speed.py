@@ -27,33 +27,36 @@ REPO = db_setup.REPO
 AIMS = {"db-setup / psql": 5.0, "converged site.yml s": 10.0, "bin/test s": 480.0}
 
 
-def converged_site(runs: int) -> list[float]:
+def converged_site(runs: int, env: dict) -> list[float]:
     command = [str(db_setup.VENV_BIN / "ansible-playbook"), "site.yml"]
-    first = subprocess.run(command, cwd=REPO, env=db_setup.ENV, capture_output=True, text=True, check=False)
+    first = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     if first.returncode != 0:
         sys.exit("site.yml failed; converge this machine first (bin/up):\n" + first.stdout[-2000:])
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        subprocess.run(command, cwd=REPO, env=db_setup.ENV, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(command, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
         times.append(time.perf_counter() - start)
     return times
 
 
 def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 3
-    ansible, psql, startup, slowest = db_setup.measure(runs)
-    site = converged_site(runs)
+    ansible, shipped, psql, startup, slowest = db_setup.measure(runs)
+    site = converged_site(runs, db_setup.ENV)
+    site_shipped = converged_site(runs, db_setup.SHIPPED)
     phases = REPO / ".cache" / "bin-test-phases.tsv"
 
     ratio = statistics.median(ansible) / statistics.median(psql)
     print(f"speed, {runs} runs of each, medians (aims from issue #13 in brackets)")
     print(f"  db-setup.yml                 {statistics.median(ansible):8.2f} s")
+    print(f"    modules shipped            {statistics.median(shipped):8.2f} s   (CRUDDUR_IN_PROCESS=0)")
     print(f"  plain psql, same steps       {statistics.median(psql):8.2f} s")
     print(f"  db-setup / psql              {ratio:8.1f} x   [{AIMS['db-setup / psql']:.0f}x]")
     print(f"  ansible-playbook start-up    {statistics.median(startup):8.2f} s   (--list-tasks)")
     print(f"  converged site.yml           {statistics.median(site):8.2f} s   "
           f"[{AIMS['converged site.yml s']:.0f} s]   best {min(site):.2f} s")
+    print(f"    modules shipped            {statistics.median(site_shipped):8.2f} s   (CRUDDUR_IN_PROCESS=0)")
     if phases.exists():
         rows = [line.split("\t") for line in phases.read_text().splitlines() if "\t" in line]
         finished = dict(rows).get("finished", "?")
