@@ -128,7 +128,7 @@ def backend_is_here(backend_pid: int, user: str, db: str) -> tuple[bool, str]:
     """Whether the process serving this session runs on this machine (see DOCUMENTATION)."""
     cmdline = read_proc(backend_pid, "cmdline")
     # PostgreSQL rewrites its process title in place (update_process_title): a read at that
-    # moment sees an empty command line. Read again before judging.
+    # moment may see an empty command line. Read again before judging.
     for _ in range(10):
         if cmdline != b"":
             break
@@ -202,13 +202,16 @@ def main():
                            (params["db"],))
             backend_pid, user, exists = cursor.fetchone()
         conn.rollback()
+        # While the session is open: once it is closed its server process exits, and a read of
+        # /proc then finds it gone (or a zombie with an empty command line).
+        if loopback:
+            here, how = backend_is_here(backend_pid, user, params["maintenance_db"])
     except psycopg2.Error as exc:
         module.fail_json(msg=f"{pg_where(admin)}: {reason(exc)}")
     finally:
         conn.close()
     result.update(reachable=True, exists=exists)
     if loopback:
-        here, how = backend_is_here(backend_pid, user, params["maintenance_db"])
         result["local"] = here
         result["why"] = f"{why}, and {how}" if here else f"{why}, but {how}"
     else:

@@ -150,6 +150,32 @@ def test_the_guard_reads_a_process_title_again_while_postgresql_rewrites_it(monk
         conn.close()
 
 
+def test_the_guard_judges_the_session_while_it_is_open(capsys):
+    """The guard reads /proc for the session's server process while the session is open: once
+    closed, that process exits, and a read right after (as fast as a module run in the worker
+    process makes it) found it gone and refused the machine's own server as "elsewhere"."""
+    import json
+
+    from ansible.module_utils import basic
+    from conftest import load_module
+    target = load_module(REPO / "library" / "cruddur_db_target.py", "cruddur_db_target")
+    args = {"db": "postgres", "maintenance_db": "postgres", "login_host": PG["host"], "login_port": PG["port"],
+            "login_user": PG["user"], "login_password": PG["password"], "_ansible_check_mode": True}
+    verdicts = []
+    try:
+        for _ in range(40):
+            basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": args}).encode()
+            basic._ANSIBLE_PROFILE = "legacy"
+            with pytest.raises(SystemExit):
+                target.main()
+            result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+            verdicts.append((result["local"], result["why"]))
+    finally:
+        basic._ANSIBLE_ARGS = basic._ANSIBLE_PROFILE = None
+    refused = [why for local, why in verdicts if not local]
+    assert not refused, f"{len(refused)} of 40 runs refused the local server, e.g. {refused[0]}"
+
+
 def test_the_guard_takes_the_address_libpq_connects_to_from_pghostaddr(monkeypatch):
     """With PGHOSTADDR (the offline rehearsal's way to reach the emulated endpoint) libpq never
     looks the name up, and neither does the guard: it judges the address given."""
