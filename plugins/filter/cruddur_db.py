@@ -56,7 +56,8 @@ def cruddur_pg_url(connection, user, password, name=None) -> str:
 
 
 def cruddur_pg_login(connection, user, password, db=None) -> dict:
-    """community.postgresql login arguments (login_db is left to each task)."""
+    """community.postgresql login arguments (login_db is left to each task); with `db`, also the
+    project's modules' `db` (community.postgresql's own name for it is login_db)."""
     conn = _checked(connection)
     login = {
         "login_host": conn["host"],
