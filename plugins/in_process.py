@@ -29,8 +29,10 @@ import contextlib
 import io
 import json
 import os
-import sys
 import runpy
+import shutil
+import sys
+import tempfile
 
 from ansible import constants as C
 from ansible.module_utils._internal._ansiballz import _loader
@@ -129,6 +131,10 @@ class InProcessAction(ActionBase):
 
         args = dict(self._task.args)
         self._update_module_args(name, args, task_vars)
+        # A temporary directory for the module, removed after it as Ansible removes a shipped
+        # module's (a module left to make its own relies on an exit handler this worker skips).
+        scratch = tempfile.mkdtemp(prefix="ansible-in-process-")
+        args["_ansible_tmpdir"] = scratch
         encoder = get_module_encoder(PROFILE, Direction.CONTROLLER_TO_MODULE)
         basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": args}, cls=encoder).encode()
         basic._ANSIBLE_PROFILE = PROFILE
@@ -152,6 +158,7 @@ class InProcessAction(ActionBase):
             rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         finally:
             basic._ANSIBLE_ARGS = basic._ANSIBLE_PROFILE = None
+            shutil.rmtree(scratch, ignore_errors=True)
         data = self._parse_returned_data({"rc": rc, "stdout": stdout.getvalue(), "stderr": stderr.getvalue()},
                                          PROFILE)
         remove_internal_keys(data)

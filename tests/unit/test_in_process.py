@@ -5,6 +5,7 @@ A probe module of the test's own, run by the real ansible-playbook through the s
 plugin, once in process and once shipped (CRUDDUR_IN_PROCESS=0)."""
 
 import json
+import os
 import sys
 import textwrap
 
@@ -29,7 +30,11 @@ PROBE = textwrap.dedent('''
             raise RuntimeError("the probe crashed on purpose")
         if module.params["how"] == "fail":
             module.fail_json(msg="the probe failed on purpose with " + module.params["token"])
+        scratch = os.path.join(module.tmpdir, "scratch")
+        with open(scratch, "w") as handle:
+            handle.write("x")
         module.exit_json(changed=not module.check_mode, word=module.params["word"] * module.params["count"],
+                         scratch=scratch,
                          check_mode=module.check_mode, env=os.environ.get("PROBE_ENV", ""),
                          echoed=module.params["token"], cidr=wide("10.0.0.0/8"))
 
@@ -127,8 +132,8 @@ def comparable(results: dict) -> dict:
     out = {}
     for name, value in results.items():
         value = dict(value)
-        for key in ("module_stderr", "module_stdout", "exception", "invocation", "rc", "stdout", "stdout_lines",
-                    "stderr", "stderr_lines", "_ansible_no_log"):
+        for key in ("module_stderr", "module_stdout", "scratch", "exception", "invocation", "rc", "stdout",
+                    "stdout_lines", "stderr", "stderr_lines", "_ansible_no_log"):
             value.pop(key, None)
         out[name] = value
     return out
@@ -146,6 +151,8 @@ def test_in_process_results_equal_the_shipped_ones_and_no_log_holds(probe):
     assert here["plain"]["word"] == "abab" and here["plain"]["changed"] is True
     assert here["plain"]["cidr"] != ""  # the project's module_utils was importable in process
     assert here["with_env"]["env"] == "from-the-task"
+    # The module's temporary directory is gone after it, as after a shipped module.
+    assert not os.path.exists(here["plain"]["scratch"]) and not os.path.exists(shipped["plain"]["scratch"])
     assert here["checked"]["check_mode"] is True and here["checked"]["changed"] is False
     assert here["failing"]["failed"] is True
     assert "the probe failed on purpose" in here["failing"]["msg"]
