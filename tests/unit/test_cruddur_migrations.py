@@ -157,3 +157,14 @@ def test_a_statement_over_its_time_limit_is_named(mdir, db):
     with pytest.raises(mig.MigrationError, match="ran longer than statement_timeout"):
         mig.run(conn, mig.load_migrations(str(mdir)), "latest", False, 5, statement_timeout=1)
     assert query(name, "SELECT count(*) FROM cruddur_schema_migrations") == [(2,)]
+
+
+def test_the_grants_take_the_lock_the_migrations_hold():
+    """roles/cruddur_db serializes its grants with the module's advisory lock: the same key."""
+    import yaml
+    from conftest import REPO
+
+    role_vars = yaml.safe_load((REPO / "roles" / "cruddur_db" / "vars" / "main.yml").read_text())
+    assert role_vars["__cruddur_db_lock_key"] == mig.LOCK_KEY
+    grant = (REPO / "roles" / "cruddur_db" / "tasks" / "migrate.yml").read_text()
+    assert "pg_advisory_xact_lock({{ __cruddur_db_lock_key }})" in grant
