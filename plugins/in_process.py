@@ -29,6 +29,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import runpy
 import shutil
 import sys
@@ -45,7 +46,7 @@ from ansible.vars.clean import remove_internal_keys
 display = Display()
 
 SWITCH = "CRUDDUR_IN_PROCESS"
-# The serialization profile of modules that declare none (all of the project's).
+# The serialization profile of modules that declare no METADATA (those that do are shipped).
 PROFILE = "legacy"
 
 
@@ -59,18 +60,18 @@ class InProcessAction(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
         task_vars = task_vars or {}
-        why_shipped = self._why_shipped(task_vars)
+        module, why_shipped = None, self._why_shipped(task_vars)
+        if not why_shipped:
+            module, why_shipped = self._resolve()
         if why_shipped:
             display.vvv(f"{self._task.action}: shipped to the host ({why_shipped})", host=self._host_name())
             wrap_async = self._task.async_val and not self._connection.has_native_async
             result = merge_hash(result, self._execute_module(task_vars=task_vars, wrap_async=wrap_async))
             if not wrap_async:
                 self._remove_tmp_path(self._connection._shell.tmpdir)
-            if self._task.action in C._ACTION_SETUP:
-                result["_ansible_verbose_override"] = True
-            return result
-        display.vvv(f"{self._task.action}: run in the worker process", host=self._host_name())
-        result = merge_hash(result, self._run_here(task_vars))
+        else:
+            display.vvv(f"{self._task.action}: run in the worker process", host=self._host_name())
+            result = merge_hash(result, self._run_here(task_vars, *module))
         if self._task.action in C._ACTION_SETUP:
             result["_ansible_verbose_override"] = True  # as the normal action does for setup
         return result
@@ -78,8 +79,31 @@ class InProcessAction(ActionBase):
     def _host_name(self) -> str:
         return self._play_context.remote_addr or "localhost"
 
+    def _resolve(self) -> tuple[tuple[str, str | None] | None, str]:
+        """The module's file and the package name AnsiballZ would run it by (None for a file from
+        a library directory), or None and why it cannot run here."""
+        found = self._shared_loader_obj.module_loader.find_plugin_with_context(
+            self._task.action, mod_type=".py", collection_list=self._task.collections)
+        path = found.plugin_resolved_path if found.resolved else None
+        if not path or not path.endswith(".py"):
+            return None, "not a Python module found on this machine"
+        with open(path, "rb") as source:
+            if re.search(rb"^METADATA\s*=", source.read(), re.M):
+                # It may ask for a serialization profile of its own; this path speaks "legacy".
+                return None, "it declares its own METADATA"
+        collection = found.plugin_resolved_collection
+        leaf = found.plugin_resolved_name.rsplit(".", 1)[-1]
+        # A collection's module by its package (its relative and ansible_collections imports
+        # resolve through the controller's collection loader), ansible-core's own as
+        # ansible.modules.<name>, one from a library directory as a file.
+        if collection == "ansible.builtin":
+            return (path, f"ansible.modules.{leaf}"), ""
+        if collection:
+            return (path, f"ansible_collections.{collection}.plugins.modules.{leaf}"), ""
+        return (path, None), ""
+
     def _why_shipped(self, task_vars: dict) -> str:
-        """'' when the module may run in this process, else the reason it may not."""
+        """'' when the task may run in this process, else the reason it may not."""
         if os.environ.get(SWITCH, "1") == "0":
             return f"{SWITCH}=0"
         if getattr(self._connection, "transport", None) != "local":
@@ -98,26 +122,11 @@ class InProcessAction(ActionBase):
             return f"its interpreter is {interpreter or 'discovered'}, not {sys.executable}"
         return ""
 
-    def _run_here(self, task_vars: dict) -> dict:
+    def _run_here(self, task_vars: dict, path: str, package_name: str | None) -> dict:
         from ansible.module_utils import basic
         import ansible.module_utils as module_utils_package
 
         name = self._task.action
-        found = self._shared_loader_obj.module_loader.find_plugin_with_context(
-            name, mod_type=".py", collection_list=self._task.collections)
-        if not found.resolved or not found.plugin_resolved_path:
-            return {"failed": True, "msg": f"module {name} not found"}
-        path, collection = found.plugin_resolved_path, found.plugin_resolved_collection
-        leaf = found.plugin_resolved_name.rsplit(".", 1)[-1]
-        # As AnsiballZ names it: a collection's module by its package (its relative imports and
-        # ansible_collections imports resolve through the controller's collection loader),
-        # ansible-core's own as ansible.modules.<name>, one from a library directory as a file.
-        if collection == "ansible.builtin":
-            package_name = f"ansible.modules.{leaf}"
-        elif collection:
-            package_name = f"ansible_collections.{collection}.plugins.modules.{leaf}"
-        else:
-            package_name = None
         # The project's module_utils directories, as `import ansible.module_utils.<name>` finds
         # them inside a shipped module.
         for directory in C.config.get_config_value("DEFAULT_MODULE_UTILS_PATH") or []:

@@ -6,14 +6,16 @@ import re
 
 
 def _name(requirement: str) -> str:
+    """A distribution's name as pip compares names (PEP 503), without extras or a version."""
     return re.sub(r"[-_.]+", "-", re.split(r"[\[=<>!~; ]", requirement.strip(), maxsplit=1)[0]).lower()
 
 
 def cruddur_unmet_pins(pins, installed) -> list:
-    """The "name==version" pins that `installed` (normalised name -> version, or None for no
+    """The "name==version" pins that `installed` (distribution name -> version, or None for no
     virtualenv) does not satisfy exactly; every pin when there is nothing installed."""
     if not installed:
         return list(pins)
+    installed = {_name(name): version for name, version in installed.items()}
     unmet = []
     for pin in pins:
         name, _, version = pin.partition("==")

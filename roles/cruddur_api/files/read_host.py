@@ -9,7 +9,6 @@ import grp
 import json
 import os
 import pwd
-import re
 import stat
 import sys
 from importlib import metadata
@@ -54,12 +53,11 @@ def read_path(path):
 
 
 def read_packages(venv):
-    """name (normalised as pip compares names) -> version; None without a usable virtualenv."""
+    """Distribution name -> version; None without a usable virtualenv."""
     sites = glob.glob(os.path.join(venv, "lib", "python*", "site-packages"))
     if not sites or not os.access(os.path.join(venv, "bin", "python"), os.X_OK):
         return None
-    return {re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower(): dist.version
-            for dist in metadata.distributions(path=sites)}
+    return {dist.metadata["Name"]: dist.version for dist in metadata.distributions(path=sites)}
 
 
 want = json.loads(sys.argv[1])
