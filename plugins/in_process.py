@@ -149,6 +149,8 @@ class InProcessAction(ActionBase):
         basic._ANSIBLE_PROFILE = PROFILE
 
         stdout, stderr, rc = io.StringIO(), io.StringIO(), 0
+        # A module may chdir; the next loop item starts where this one did, as a shipped one would.
+        cwd = os.getcwd()
         try:
             with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
                 try:
@@ -167,6 +169,7 @@ class InProcessAction(ActionBase):
             rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         finally:
             basic._ANSIBLE_ARGS = basic._ANSIBLE_PROFILE = None
+            os.chdir(cwd)
             shutil.rmtree(scratch, ignore_errors=True)
         data = self._parse_returned_data({"rc": rc, "stdout": stdout.getvalue(), "stderr": stderr.getvalue()},
                                          PROFILE)

@@ -12,7 +12,10 @@ description:
     timestamp (1980-01-01) and fixed permissions (0644, or 0755 for executables), so unchanged
     inputs always give the same bytes whatever their mtimes, owners or umask.
   - Skips bytecode caches. Two sources holding the same path is an error.
-  - Rewrites I(dest) only when the bytes differ; C(changed) says whether they did.
+  - Rewrites I(dest) only when the bytes differ; C(changed) says whether they did. A zip already
+    at I(dest) that this module's format wrote from the same inputs (its comment names the format,
+    and every member's name, mode, timestamp, size and CRC-32 match the inputs, and its data
+    checks out) is not compressed again: that is most of a converged run's time otherwise.
 options:
   sources:
     description: Directories whose contents go to the zip's root, in this order.
@@ -66,10 +69,15 @@ import os
 import stat
 import tempfile
 import zipfile
+import zlib
 
 from ansible.module_utils.basic import AnsibleModule
 
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+# Written as the zip's comment: a zip with another comment (another level, another layout) is
+# rebuilt. Level 6 (zlib's default): level 9 took three times as long for 0.5 % less.
+FORMAT = b"cruddur-lambda-zip/2 deflate-6"
+COMPRESS_LEVEL = 6
 SKIPPED_DIRS = {"__pycache__"}
 SKIPPED_SUFFIXES = (".pyc", ".pyo")
 
@@ -103,21 +111,57 @@ def collect(sources, files=None):
     return entries
 
 
+def member_info(arcname, path):
+    """The ZipInfo a file gets: fixed time, Unix, 0755 for executables and 0644 otherwise."""
+    mode = 0o755 if os.stat(path).st_mode & stat.S_IXUSR else 0o644
+    info = zipfile.ZipInfo(arcname, date_time=FIXED_TIME)
+    info.external_attr = (stat.S_IFREG | mode) << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.create_system = 3  # Unix, whatever the building machine
+    return info
+
+
 def build(sources, files=None):
     """The zip's bytes and its file count."""
     entries = collect(sources, files)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
+        archive.comment = FORMAT
         for arcname in sorted(entries):
-            path = entries[arcname]
-            mode = 0o755 if os.stat(path).st_mode & stat.S_IXUSR else 0o644
-            info = zipfile.ZipInfo(arcname, date_time=FIXED_TIME)
-            info.external_attr = (stat.S_IFREG | mode) << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.create_system = 3  # Unix, whatever the building machine
-            with open(path, "rb") as handle:
-                archive.writestr(info, handle.read(), compresslevel=9)
+            with open(entries[arcname], "rb") as handle:
+                archive.writestr(member_info(arcname, entries[arcname]), handle.read(),
+                                 compresslevel=COMPRESS_LEVEL)
     return buffer.getvalue(), len(entries)
+
+
+def built_from(dest, sources, files=None):
+    """The bytes of the zip at dest when build() would give exactly its members again, else None.
+
+    Reading the inputs' CRC-32s and testing the zip's data costs a small part of compressing."""
+    entries = collect(sources, files)
+    try:
+        with zipfile.ZipFile(dest) as archive:
+            if archive.comment != FORMAT:
+                return None
+            infos = archive.infolist()
+            if [info.filename for info in infos] != sorted(entries):
+                return None
+            for info in infos:
+                path = entries[info.filename]
+                want = member_info(info.filename, path)
+                with open(path, "rb") as handle:
+                    data = handle.read()
+                if ((info.date_time, info.external_attr, info.compress_type, info.create_system,
+                     info.file_size, info.CRC)
+                        != (want.date_time, want.external_attr, want.compress_type, want.create_system,
+                            len(data), zlib.crc32(data))):
+                    return None
+            if archive.testzip() is not None:
+                return None
+    except (OSError, zipfile.BadZipFile, EOFError, zlib.error):
+        return None
+    with open(dest, "rb") as handle:
+        return handle.read()
 
 
 def write_atomically(dest, data):
@@ -144,16 +188,18 @@ def main():
         ),
         supports_check_mode=True,
     )
-    try:
-        data, count = build(module.params["sources"], module.params["files"])
-    except (ZipInputError, OSError) as exc:
-        module.fail_json(msg=f"cannot build {module.params['dest']}: {exc}")
     dest = module.params["dest"]
-    current = None
-    if os.path.exists(dest):
-        with open(dest, "rb") as handle:
-            current = handle.read()
-    changed = current != data
+    try:
+        data = built_from(dest, module.params["sources"], module.params["files"])
+        changed = data is None
+        if changed:
+            data, _ = build(module.params["sources"], module.params["files"])
+            if os.path.exists(dest):
+                with open(dest, "rb") as handle:
+                    changed = handle.read() != data
+        count = len(collect(module.params["sources"], module.params["files"]))
+    except (ZipInputError, OSError) as exc:
+        module.fail_json(msg=f"cannot build {dest}: {exc}")
     if changed and not module.check_mode:
         write_atomically(dest, data)
     digest = hashlib.sha256(data).digest()
