@@ -185,21 +185,31 @@ def test_reloads_gracefully_only_when_its_configuration_changes(host, converged,
 
 @pytest.mark.serial
 def test_deployed_code_that_drifted_is_put_back_and_only_it(converged):
-    """The deploy reads what is deployed once and copies only what differs (content, mode)."""
+    """The deploy reads what is deployed once and ships only what differs (content, mode), in one
+    archive; --check names the same files and changes nothing."""
     from conftest import REPO, run_playbook
 
     app = Path("/opt/cruddur-api/app/cruddur_api")
-    edited, loosened = app / "cors.py", app / "sql" / "health.sql"
+    edited, loosened, untouched = app / "cors.py", app / "sql" / "health.sql", app / "db.py"
     edited.write_text(edited.read_text() + "# edited by hand\n")
     loosened.chmod(0o600)
+    untouched_before = untouched.stat().st_mtime_ns
+    task = "TASK [cruddur_api : install | Unpack it on the host: cruddur_api/cors.py, cruddur_api/sql/health.sql]"
+    checked = run_playbook("playbooks/api-deploy.yml", "--check")
+    assert checked.rc == 0, checked.output[-3000:]
+    assert task in checked.output
+    assert edited.read_text().endswith("# edited by hand\n") and stat.S_IMODE(loosened.stat().st_mode) == 0o600
     run = run_playbook("playbooks/api-deploy.yml")
     assert run.rc == 0, run.output[-3000:]
-    copied = [line for line in run.output.splitlines() if line.startswith("changed: [cruddur-local] => (item=")]
-    assert copied == ["changed: [cruddur-local] => (item=cruddur_api/cors.py)",
-                      "changed: [cruddur-local] => (item=cruddur_api/sql/health.sql)"]
+    after_task = run.output.split(task, 1)[1].lstrip("*\n ").splitlines()[0]
+    assert after_task == "changed: [cruddur-local]"
     assert edited.read_bytes() == (REPO / "files/api/cruddur_api/cors.py").read_bytes()
     assert stat.S_IMODE(loosened.stat().st_mode) == 0o644
+    assert (loosened.stat().st_uid, loosened.stat().st_gid) == (0, 0)
+    assert untouched.stat().st_mtime_ns == untouched_before
     assert http("GET", "/api/health")[0] == 200
+    again = run_playbook("playbooks/api-deploy.yml")
+    assert again.rc == 0 and again.changed() == 0, again.output[-3000:]
 
 
 def test_the_venv_holds_exactly_the_pinned_requirements(host, converged):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 
@@ -24,6 +25,25 @@ def cruddur_unmet_pins(pins, installed) -> list:
     return unmet
 
 
+def cruddur_code_differs(tree, deployed, app_dir) -> list:
+    """The files of `tree` (community.general.filetree entries: path, src, state) that are not on
+    the target as the role deploys them: root:root, mode 0644, the same SHA-1. `deployed` is what
+    ansible.builtin.find returned for app_dir (with get_checksum, sha1)."""
+    present = {entry["path"]: entry for entry in deployed or []}
+    differs = []
+    for item in tree:
+        if item["state"] != "file":
+            continue
+        there = present.get(f"{app_dir}/{item['path']}")
+        if there is not None and (there.get("isdir"), there.get("mode"), there.get("pw_name"),
+                                  there.get("gr_name")) == (False, "0644", "root", "root"):
+            with open(item["src"], "rb") as source:
+                if hashlib.sha1(source.read()).hexdigest() == there.get("checksum"):  # noqa: S324 (find's checksum)
+                    continue
+        differs.append(item)
+    return differs
+
+
 class FilterModule:
     def filters(self):
-        return {"cruddur_unmet_pins": cruddur_unmet_pins}
+        return {"cruddur_unmet_pins": cruddur_unmet_pins, "cruddur_code_differs": cruddur_code_differs}
