@@ -50,6 +50,11 @@ SWITCH = "CRUDDUR_IN_PROCESS"
 PROFILE = "legacy"
 
 
+def shipped(action: ActionBase, **kwargs) -> dict:
+    """Ansible's own _execute_module: the module is sent to the host and run there."""
+    return getattr(ActionBase, "_cruddur_shipped_execute_module", ActionBase._execute_module)(action, **kwargs)
+
+
 class InProcessAction(ActionBase):
     """A module's action: in the worker when that is where it would run, else shipped."""
 
@@ -60,121 +65,181 @@ class InProcessAction(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
         task_vars = task_vars or {}
-        module, why_shipped = None, self._why_shipped(task_vars)
+        module, why_shipped = None, why_not_here(self, task_vars)
         if not why_shipped:
-            module, why_shipped = self._resolve()
+            module, why_shipped = resolve(self, self._task.action)
         if why_shipped:
-            display.vvv(f"{self._task.action}: shipped to the host ({why_shipped})", host=self._host_name())
+            display.vvv(f"{self._task.action}: shipped to the host ({why_shipped})", host=host_name(self))
             wrap_async = self._task.async_val and not self._connection.has_native_async
-            result = merge_hash(result, self._execute_module(task_vars=task_vars, wrap_async=wrap_async))
+            result = merge_hash(result, shipped(self, task_vars=task_vars, wrap_async=wrap_async))
             if not wrap_async:
                 self._remove_tmp_path(self._connection._shell.tmpdir)
         else:
-            display.vvv(f"{self._task.action}: run in the worker process", host=self._host_name())
-            result = merge_hash(result, self._run_here(task_vars, *module))
+            display.vvv(f"{self._task.action}: run in the worker process", host=host_name(self))
+            result = merge_hash(result, run_here(self, task_vars, self._task.action, self._task.args, *module))
         if self._task.action in C._ACTION_SETUP:
             result["_ansible_verbose_override"] = True  # as the normal action does for setup
         return result
 
-    def _host_name(self) -> str:
-        return self._play_context.remote_addr or "localhost"
 
-    def _resolve(self) -> tuple[tuple[str, str | None] | None, str]:
-        """The module's file and the package name AnsiballZ would run it by (None for a file from
-        a library directory), or None and why it cannot run here."""
-        found = self._shared_loader_obj.module_loader.find_plugin_with_context(
-            self._task.action, mod_type=".py", collection_list=self._task.collections)
-        path = found.plugin_resolved_path if found.resolved else None
-        if not path or not path.endswith(".py"):
-            return None, "not a Python module found on this machine"
-        with open(path, "rb") as source:
-            if re.search(rb"^METADATA\s*=", source.read(), re.M):
-                # It may ask for a serialization profile of its own; this path speaks "legacy".
-                return None, "it declares its own METADATA"
-        collection = found.plugin_resolved_collection
-        leaf = found.plugin_resolved_name.rsplit(".", 1)[-1]
-        # A collection's module by its package (its relative and ansible_collections imports
-        # resolve through the controller's collection loader), ansible-core's own as
-        # ansible.modules.<name>, one from a library directory as a file.
-        if collection == "ansible.builtin":
-            return (path, f"ansible.modules.{leaf}"), ""
-        if collection:
-            return (path, f"ansible_collections.{collection}.plugins.modules.{leaf}"), ""
-        return (path, None), ""
+def execute_module(self, module_name=None, module_args=None, tmp=None, task_vars=None, persist_files=False,
+                   delete_remote_tmp=None, wrap_async=False, ignore_unknown_opts=False):
+    """ActionBase._execute_module for the actions that have their own plugin (template and copy,
+    command, uri, service, gather_facts...): their module runs in the worker under the same
+    conditions as above, else it is shipped exactly as Ansible ships it. Installed by
+    install() from the parent process (plugins/callback/cruddur_preload.py)."""
+    name = module_name or self._task.action
+    task_vars = task_vars if task_vars is not None else {}
+    if tmp is not None or delete_remote_tmp is not None or persist_files:
+        why = "a caller that manages the temporary directory itself"
+    elif wrap_async or self._task.async_val:
+        why = "async"
+    else:
+        why = why_not_here(self, task_vars)
+    module = None
+    if not why:
+        module, why = resolve(self, name)
+    if why:
+        display.vvv(f"{name} (for {self._task.action}): shipped to the host ({why})", host=host_name(self))
+        return shipped(self, module_name=module_name, module_args=module_args, tmp=tmp, task_vars=task_vars,
+                       persist_files=persist_files, delete_remote_tmp=delete_remote_tmp, wrap_async=wrap_async,
+                       ignore_unknown_opts=ignore_unknown_opts)
+    display.vvv(f"{name} (for {self._task.action}): run in the worker process", host=host_name(self))
+    return run_here(self, task_vars, name, self._task.args if module_args is None else module_args, *module,
+                    ignore_unknown_opts=ignore_unknown_opts)
 
-    def _why_shipped(self, task_vars: dict) -> str:
-        """'' when the task may run in this process, else the reason it may not."""
-        if os.environ.get(SWITCH, "1") == "0":
-            return f"{SWITCH}=0"
-        if getattr(self._connection, "transport", None) != "local":
-            return f"the connection is {getattr(self._connection, 'transport', '?')}, not local"
-        if self._play_context.become:
-            return "become"
-        if self._task.async_val:
-            return "async"
-        # A delegated task runs with the delegate's variables (its connection is already the delegate's).
-        host_vars = (task_vars.get("ansible_delegated_vars", {}).get(self._task.delegate_to, {})
-                     if self._task.delegate_to else task_vars)
-        interpreter = host_vars.get("ansible_python_interpreter")
-        if interpreter is not None:
-            interpreter = self._templar.template(interpreter)
-        if not interpreter or not same_python(interpreter, sys.executable):
-            return f"its interpreter is {interpreter or 'discovered'}, not {sys.executable}"
-        return ""
 
-    def _run_here(self, task_vars: dict, path: str, package_name: str | None) -> dict:
-        from ansible.module_utils import basic
-        import ansible.module_utils as module_utils_package
+def install() -> None:
+    """Route every action's module runs through execute_module (once, in the parent process, so
+    that every forked worker has it). CRUDDUR_IN_PROCESS=0 leaves Ansible's own in place."""
+    if os.environ.get(SWITCH, "1") == "0" or hasattr(ActionBase, "_cruddur_shipped_execute_module"):
+        return
+    ActionBase._cruddur_shipped_execute_module = ActionBase._execute_module
+    ActionBase._execute_module = execute_module
 
-        name = self._task.action
-        # The project's module_utils directories, as `import ansible.module_utils.<name>` finds
-        # them inside a shipped module.
-        for directory in C.config.get_config_value("DEFAULT_MODULE_UTILS_PATH") or []:
-            if directory not in module_utils_package.__path__:
-                module_utils_package.__path__.append(directory)
 
-        # The task's `environment:`, as a shipped module gets it (this process serves only this task).
-        environment = {}
-        self._compute_environment_string(environment)
-        os.environ.update({key: str(value) for key, value in environment.items()})
+def host_name(action: ActionBase) -> str:
+    return action._play_context.remote_addr or "localhost"
 
-        args = dict(self._task.args)
-        self._update_module_args(name, args, task_vars)
-        # A temporary directory for the module, removed after it as Ansible removes a shipped
-        # module's (a module left to make its own relies on an exit handler this worker skips).
-        scratch = tempfile.mkdtemp(prefix="ansible-in-process-")
-        args["_ansible_tmpdir"] = scratch
-        encoder = get_module_encoder(PROFILE, Direction.CONTROLLER_TO_MODULE)
-        basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": args}, cls=encoder).encode()
-        basic._ANSIBLE_PROFILE = PROFILE
 
-        stdout, stderr, rc = io.StringIO(), io.StringIO(), 0
-        # A module may chdir; the next loop item starts where this one did, as a shipped one would.
-        cwd = os.getcwd()
-        try:
-            with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-                try:
-                    # As AnsiballZ runs it: as __main__, which must print its result and exit.
-                    if package_name:
-                        runpy.run_module(package_name, run_name="__main__", alter_sys=False)
-                    else:
-                        with open(path, "rb") as source:
-                            code = compile(source.read(), path, "exec")
-                        exec(code, {"__name__": "__main__", "__file__": path})  # noqa: S102 (the module itself)
-                    raise RuntimeError("New-style module did not handle its own exit.")
-                except Exception as exc:  # not SystemExit: modules exit with it
-                    # A crash is reported as AnsiballZ reports one (it prints the result, exits 1).
-                    _loader._handle_exception(exc, PROFILE)
-        except SystemExit as exc:
-            rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        finally:
-            basic._ANSIBLE_ARGS = basic._ANSIBLE_PROFILE = None
-            os.chdir(cwd)
+def resolve(action: ActionBase, name: str) -> tuple[tuple[str, str | None] | None, str]:
+    """The module's file and the package name AnsiballZ would run it by (None for a file from
+    a library directory), or None and why it cannot run here."""
+    found = action._shared_loader_obj.module_loader.find_plugin_with_context(
+        name, mod_type=".py", collection_list=action._task.collections)
+    path = found.plugin_resolved_path if found.resolved else None
+    if not path or not path.endswith(".py"):
+        return None, "not a Python module found on this machine"
+    with open(path, "rb") as source:
+        text = source.read()
+    if re.search(rb"^METADATA\s*=", text, re.M):
+        # It may ask for a serialization profile of its own; this path speaks "legacy".
+        return None, "it declares its own METADATA"
+    if b"respawn_module(" in text:
+        # apt and the like re-run themselves under the interpreter that has their library,
+        # from the module file AnsiballZ unpacked: only a shipped module can.
+        return None, "it may respawn under another interpreter"
+    collection = found.plugin_resolved_collection
+    leaf = found.plugin_resolved_name.rsplit(".", 1)[-1]
+    # A collection's module by its package (its relative and ansible_collections imports
+    # resolve through the controller's collection loader), ansible-core's own as
+    # ansible.modules.<name>, one from a library directory as a file.
+    if collection == "ansible.builtin":
+        return (path, f"ansible.modules.{leaf}"), ""
+    if collection:
+        return (path, f"ansible_collections.{collection}.plugins.modules.{leaf}"), ""
+    return (path, None), ""
+
+
+def why_not_here(action: ActionBase, task_vars: dict) -> str:
+    """'' when the task's module may run in this process, else the reason it may not."""
+    if os.environ.get(SWITCH, "1") == "0":
+        return f"{SWITCH}=0"
+    transport = getattr(action._connection, "transport", "?")
+    if transport != "local":
+        return f"the connection is {transport}, not local"
+    if action._play_context.become:
+        return "become"
+    if action._task.async_val:
+        return "async"
+    # A delegated task runs with the delegate's variables (its connection is already the delegate's).
+    host_vars = (task_vars.get("ansible_delegated_vars", {}).get(action._task.delegate_to, {})
+                 if action._task.delegate_to else task_vars)
+    interpreter = host_vars.get("ansible_python_interpreter")
+    if interpreter is not None:
+        interpreter = action._templar.template(interpreter)
+    if not interpreter or not same_python(interpreter, sys.executable):
+        return f"its interpreter is {interpreter or 'discovered'}, not {sys.executable}"
+    return ""
+
+
+def run_here(action: ActionBase, task_vars: dict, name: str, task_args: dict, path: str, package_name: str | None,
+             ignore_unknown_opts: bool = False) -> dict:
+    from ansible.module_utils import basic
+    import ansible.module_utils as module_utils_package
+
+    # The project's module_utils directories, as `import ansible.module_utils.<name>` finds
+    # them inside a shipped module.
+    for directory in C.config.get_config_value("DEFAULT_MODULE_UTILS_PATH") or []:
+        if directory not in module_utils_package.__path__:
+            module_utils_package.__path__.append(directory)
+
+    # The task's `environment:`, as a shipped module gets it (this process serves only this task).
+    environment = {}
+    action._compute_environment_string(environment)
+    os.environ.update({key: str(value) for key, value in environment.items()})
+
+    args = dict(task_args)
+    action._update_module_args(name, args, task_vars, ignore_unknown_opts=ignore_unknown_opts)
+    # A temporary directory for the module: the action's own when it made one (copy puts the
+    # file there), else one removed after the module, as Ansible removes a shipped module's (a
+    # module left to make its own relies on an exit handler this worker skips).
+    scratch = None
+    if action._connection._shell.tmpdir:
+        args["_ansible_tmpdir"] = action._connection._shell.tmpdir
+    else:
+        scratch = args["_ansible_tmpdir"] = tempfile.mkdtemp(prefix="ansible-in-process-")
+    encoder = get_module_encoder(PROFILE, Direction.CONTROLLER_TO_MODULE)
+    basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": args}, cls=encoder).encode()
+    basic._ANSIBLE_PROFILE = PROFILE
+
+    stdout, stderr, rc = io.StringIO(), io.StringIO(), 0
+    # A shipped module on a local connection runs in the task's base directory (Ansible sets the
+    # connection's cwd to it), so relative paths resolve the same here; and a module may chdir,
+    # so the worker goes back to where it was afterwards (the next loop item starts afresh).
+    cwd = os.getcwd()
+    os.chdir(action._loader.get_basedir())
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                # As AnsiballZ runs it: as __main__, which must print its result and exit.
+                if package_name:
+                    runpy.run_module(package_name, run_name="__main__", alter_sys=False)
+                else:
+                    with open(path, "rb") as source:
+                        code = compile(source.read(), path, "exec")
+                    exec(code, {"__name__": "__main__", "__file__": path})  # noqa: S102 (the module itself)
+                raise RuntimeError("New-style module did not handle its own exit.")
+            except Exception as exc:  # not SystemExit: modules exit with it
+                # A crash is reported as AnsiballZ reports one (it prints the result, exits 1).
+                _loader._handle_exception(exc, PROFILE)
+    except SystemExit as exc:
+        rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        basic._ANSIBLE_ARGS = basic._ANSIBLE_PROFILE = None
+        os.chdir(cwd)
+        if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
-        data = self._parse_returned_data({"rc": rc, "stdout": stdout.getvalue(), "stderr": stderr.getvalue()},
-                                         PROFILE)
-        remove_internal_keys(data)
-        return data
+    data = action._parse_returned_data({"rc": rc, "stdout": stdout.getvalue(), "stderr": stderr.getvalue()},
+                                       PROFILE)
+    if data.pop("_ansible_suppress_tmpdir_delete", False):
+        action._cleanup_remote_tmp = False
+    remove_internal_keys(data)
+    # As Ansible's _execute_module leaves them for every caller.
+    for stream in ("stdout", "stderr"):
+        if stream in data and f"{stream}_lines" not in data:
+            data[f"{stream}_lines"] = (data.get(stream) or "").splitlines()
+    return data
 
 
 def same_python(one: str, other: str) -> bool:

@@ -13,12 +13,18 @@ imported here. A module that is shipped
 anyway (another connection, become, another interpreter) gains nothing, and the parent has paid at
 most one import per library. Failures are ignored: the module itself reports a missing library.
 CRUDDUR_IN_PROCESS=0 turns this off with the in-process runner.
+
+Loaded at start-up, before any worker is forked, it also installs the in-process runner for the
+actions that have their own plugin (plugins/in_process.py, install()): template and copy, command,
+uri, service, fact gathering run their modules through ActionBase._execute_module, which the
+action plugin links in plugins/action cannot reach.
 """
 
 from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import os
 import sys
 
@@ -75,6 +81,15 @@ def module_imports(path: str, package: str | None) -> list[str]:
     return list(dict.fromkeys(wanted))
 
 
+def install_in_process() -> None:
+    """plugins/in_process.py's install(), loaded from this file's place in the project."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "in_process.py")
+    spec = importlib.util.spec_from_file_location("cruddur_in_process", path)
+    in_process = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(in_process)
+    in_process.install()
+
+
 class CallbackModule(CallbackBase):
     CALLBACK_VERSION = 2.0
     CALLBACK_TYPE = "aggregate"
@@ -84,6 +99,7 @@ class CallbackModule(CallbackBase):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._seen: set[str] = set()
+        install_in_process()
 
     def v2_playbook_on_task_start(self, task, is_conditional):
         if os.environ.get("CRUDDUR_IN_PROCESS", "1") == "0" or task.action in self._seen:

@@ -4,6 +4,7 @@ anyway (plugins/in_process.py): the same results as shipped, and shipped whereve
 A probe module of the test's own, run by the real ansible-playbook through the same action
 plugin, once in process and once shipped (CRUDDUR_IN_PROCESS=0)."""
 
+import hashlib
 import json
 import os
 import sys
@@ -92,12 +93,54 @@ PLAYBOOK = textwrap.dedent('''
             path: "{{ report }}.ini"
             get_checksum: true
           register: core_module
+        - name: Commands, one with chdir, in a loop (each item starts in the task's directory)
+          ansible.builtin.command:
+            argv: [pwd]
+            chdir: "{{ item or omit }}"
+          loop: ["/", ""]
+          register: commands
+          changed_when: false
+        - name: A command that is not run (creates)
+          ansible.builtin.command:
+            argv: ["false"]
+            creates: "{{ report }}.ini"
+          register: created
+        - name: A shell command with the task's environment
+          ansible.builtin.shell: echo "$PROBE_ENV" | tr a-z A-Z
+          environment: {PROBE_ENV: shouted}
+          register: shell
+          changed_when: false
+        - name: A template (the action's stat and copy modules)
+          ansible.builtin.template:
+            src: "{{ playbook_dir }}/probe.j2"
+            dest: "{{ report }}.tpl"
+            mode: "0640"
+          register: templated
+        - name: The same template again
+          ansible.builtin.template:
+            src: "{{ playbook_dir }}/probe.j2"
+            dest: "{{ report }}.tpl"
+            mode: "0640"
+          register: templated_again
+        - name: A file copied (the action puts it in its temporary directory first)
+          ansible.builtin.copy:
+            src: "{{ playbook_dir }}/probe.j2"
+            dest: "{{ report }}.copy"
+            mode: "0600"
+          register: copied
+        - name: Facts (the gather_facts action's setup module)
+          ansible.builtin.gather_facts:
+            gather_subset: ["!all", "!min", distribution]
+          register: facts
         - name: Report
           ansible.builtin.copy:
             dest: "{{ report }}"
             content: "{{ {'plain': plain, 'with_env': with_env, 'failing': failing, 'crashing': crashing,
                           'bad': bad, 'checked': checked, 'delegated': delegated,
-                          'collection_module': collection_module, 'core_module': core_module} | to_json }}"
+                          'collection_module': collection_module, 'core_module': core_module,
+                          'commands': commands, 'created': created, 'shell': shell, 'templated': templated,
+                          'templated_again': templated_again, 'copied': copied,
+                          'distribution': ansible_facts.distribution} | to_json }}"
             mode: "0600"
 ''')
 
@@ -112,6 +155,7 @@ def probe(tmp_path_factory):
     for name in ("cruddur_probe.py", "normal.py"):
         (base / "action" / name).symlink_to(REPO / "plugins" / "in_process.py")
     (base / "site.yml").write_text(PLAYBOOK)
+    (base / "probe.j2").write_text("host {{ inventory_hostname }}\n")
     return base
 
 
@@ -147,6 +191,15 @@ def test_in_process_results_equal_the_shipped_ones_and_no_log_holds(probe):
     assert "run in the worker process" not in shipped_out
     assert "community.general.ini_file: run in the worker process" in here_out
     assert "ansible.builtin.stat: run in the worker process" in here_out
+    # Actions with plugins of their own run their modules here too (cruddur_preload installs it).
+    for line in ("ansible.legacy.command (for ansible.builtin.command): run in the worker process",
+                 "ansible.legacy.command (for ansible.builtin.shell): run in the worker process",
+                 "ansible.legacy.stat (for ansible.builtin.template): run in the worker process",
+                 "ansible.legacy.copy (for ansible.builtin.template): run in the worker process",
+                 "ansible.legacy.copy (for ansible.builtin.copy): run in the worker process",
+                 "(for ansible.builtin.gather_facts): run in the worker process"):
+        assert line in here_out, line
+    assert "(for ansible.builtin.template): shipped to the host (CRUDDUR_IN_PROCESS=0)" not in shipped_out
 
     assert here["plain"]["word"] == "abab" and here["plain"]["changed"] is True
     assert here["plain"]["cidr"] != ""  # the project's module_utils was importable in process
@@ -161,6 +214,29 @@ def test_in_process_results_equal_the_shipped_ones_and_no_log_holds(probe):
     assert "the probe crashed on purpose" in json.dumps(here["crashing"])
     assert here["collection_module"]["changed"] is True and shipped["collection_module"]["changed"] is True
     assert here["core_module"]["stat"]["checksum"] == shipped["core_module"]["stat"]["checksum"]
+    # The chdir of the first item does not leak into the second (a shipped one starts afresh).
+    started = [[r["stdout"] for r in result["commands"]["results"]] for result in (here, shipped)]
+    assert started[0] == started[1] and started[0][0] == "/" != started[0][1], started
+    for result in (here, shipped):
+        assert result["commands"]["results"][0]["stdout_lines"] == ["/"]
+        assert result["created"]["changed"] is False and "skipped" in result["created"]["stdout"]
+        assert result["created"].pop("msg").startswith("Did not run command since")  # names its own file
+        assert result["shell"]["stdout"] == "SHOUTED"
+        assert result["templated"]["changed"] is True and result["templated_again"]["changed"] is False
+        assert result["templated"]["mode"] == "0640" and result["copied"]["mode"] == "0600"
+        assert result["copied"]["checksum"] == hashlib.sha1(b"host {{ inventory_hostname }}\n").hexdigest()  # noqa: S324
+        assert result["templated"]["checksum"] == hashlib.sha1(b"host probe\n").hexdigest()  # noqa: S324
+        # What differs between two runs: times, durations, paths and the files' own stamps.
+        for item in result["commands"]["results"]:
+            for key in ("start", "end", "delta"):
+                item.pop(key)
+        for key in ("start", "end", "delta"):
+            result["shell"].pop(key)
+        for key in ("templated", "templated_again", "copied"):
+            for field in ("dest", "path", "src", "diff", "invocation"):
+                result[key].pop(field, None)
+    distributions = {here.pop("distribution"), shipped.pop("distribution")}
+    assert len(distributions) == 1 and "" not in distributions
     for result in (here, shipped):  # the file, its times and inode differ between the two runs
         for key in ("path", "diff", "dest"):
             result["collection_module"].pop(key, None)
