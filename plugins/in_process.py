@@ -209,6 +209,13 @@ def run_here(action: ActionBase, task_vars: dict, name: str, task_args: dict, pa
     # so the worker goes back to where it was afterwards (the next loop item starts afresh).
     cwd = os.getcwd()
     os.chdir(action._loader.get_basedir())
+    # A shipped module's standard input is a pipe of its own that ends after the module's code;
+    # the commands it starts inherit that, not the worker's (which may be a terminal, or a file
+    # another process made non-blocking: ansible-playbook run by a command task refuses that).
+    stdin = os.dup(0)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
     try:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             try:
@@ -227,6 +234,8 @@ def run_here(action: ActionBase, task_vars: dict, name: str, task_args: dict, pa
         rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
         basic._ANSIBLE_ARGS = basic._ANSIBLE_PROFILE = None
+        os.dup2(stdin, 0)
+        os.close(stdin)
         os.chdir(cwd)
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)

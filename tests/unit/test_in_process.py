@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from conftest import REPO, run_playbook
@@ -267,3 +268,31 @@ def test_every_project_module_has_the_action_and_nothing_else_does():
     for name in actions:
         link = REPO / "plugins" / "action" / name
         assert link.is_symlink() and link.resolve() == REPO / "plugins" / "in_process.py", name
+
+
+NESTED = '''
+- hosts: localhost
+  gather_facts: false
+  vars: {ansible_python_interpreter: "{{ ansible_playbook_python }}"}
+  tasks:
+    - name: A command that runs ansible-playbook (as Molecule's destroy step does)
+      ansible.builtin.command:
+        argv: ["{{ ansible_playbook_python | dirname }}/ansible-playbook", "{{ inner }}", -i, "localhost,"]
+      changed_when: false
+'''
+
+
+def test_a_command_run_in_process_gets_a_standard_input_of_its_own(tmp_path):
+    """Run from a background job (stdin /dev/null, which Ansible's main process makes
+    non-blocking), the worker's standard input is not what a command should inherit: a nested
+    ansible-playbook refused it ("requires blocking IO") until the module got its own."""
+    import subprocess
+
+    (tmp_path / "inner.yml").write_text("- hosts: localhost\n  gather_facts: false\n  tasks: []\n")
+    (tmp_path / "outer.yml").write_text(NESTED)
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "CRUDDUR_IN_PROCESS": "1"}
+    run = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), str(tmp_path / "outer.yml"),
+                          "-e", f"inner={tmp_path / 'inner.yml'}", "-vvv"],
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=REPO, env=env, check=False)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "ansible.legacy.command (for ansible.builtin.command): run in the worker process" in run.stdout
