@@ -64,19 +64,10 @@ class InProcessAction(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp
-        task_vars = task_vars or {}
-        module, why_shipped = None, why_not_here(self, task_vars)
-        if not why_shipped:
-            module, why_shipped = resolve(self, self._task.action)
-        if why_shipped:
-            display.vvv(f"{self._task.action}: shipped to the host ({why_shipped})", host=host_name(self))
-            wrap_async = self._task.async_val and not self._connection.has_native_async
-            result = merge_hash(result, shipped(self, task_vars=task_vars, wrap_async=wrap_async))
-            if not wrap_async:
-                self._remove_tmp_path(self._connection._shell.tmpdir)
-        else:
-            display.vvv(f"{self._task.action}: run in the worker process", host=host_name(self))
-            result = merge_hash(result, run_here(self, task_vars, self._task.action, self._task.args, *module))
+        wrap_async = self._task.async_val and not self._connection.has_native_async
+        result = merge_hash(result, execute_module(self, task_vars=task_vars or {}, wrap_async=wrap_async))
+        if not wrap_async:
+            self._remove_tmp_path(self._connection._shell.tmpdir)
         if self._task.action in C._ACTION_SETUP:
             result["_ansible_verbose_override"] = True  # as the normal action does for setup
         return result
@@ -84,11 +75,12 @@ class InProcessAction(ActionBase):
 
 def execute_module(self, module_name=None, module_args=None, tmp=None, task_vars=None, persist_files=False,
                    delete_remote_tmp=None, wrap_async=False, ignore_unknown_opts=False):
-    """ActionBase._execute_module for the actions that have their own plugin (template and copy,
-    command, uri, service, gather_facts...): their module runs in the worker under the same
-    conditions as above, else it is shipped exactly as Ansible ships it. Installed by
-    install() from the parent process (plugins/callback/cruddur_preload.py)."""
+    """ActionBase._execute_module, run here when the module would run on this machine with this
+    Python anyway, else shipped exactly as Ansible ships it. The action above calls it; install()
+    puts it in place of Ansible's for the actions that have their own plugin (template and copy,
+    command, uri, service, gather_facts...)."""
     name = module_name or self._task.action
+    label = name if name == self._task.action else f"{name} (for {self._task.action})"
     task_vars = task_vars if task_vars is not None else {}
     if tmp is not None or delete_remote_tmp is not None or persist_files:
         why = "a caller that manages the temporary directory itself"
@@ -100,11 +92,11 @@ def execute_module(self, module_name=None, module_args=None, tmp=None, task_vars
     if not why:
         module, why = resolve(self, name)
     if why:
-        display.vvv(f"{name} (for {self._task.action}): shipped to the host ({why})", host=host_name(self))
+        display.vvv(f"{label}: shipped to the host ({why})", host=host_name(self))
         return shipped(self, module_name=module_name, module_args=module_args, tmp=tmp, task_vars=task_vars,
                        persist_files=persist_files, delete_remote_tmp=delete_remote_tmp, wrap_async=wrap_async,
                        ignore_unknown_opts=ignore_unknown_opts)
-    display.vvv(f"{name} (for {self._task.action}): run in the worker process", host=host_name(self))
+    display.vvv(f"{label}: run in the worker process", host=host_name(self))
     return run_here(self, task_vars, name, self._task.args if module_args is None else module_args, *module,
                     ignore_unknown_opts=ignore_unknown_opts)
 
@@ -122,15 +114,30 @@ def host_name(action: ActionBase) -> str:
     return action._play_context.remote_addr or "localhost"
 
 
-def resolve(action: ActionBase, name: str) -> tuple[tuple[str, str | None] | None, str]:
-    """The module's file and the package name AnsiballZ would run it by (None for a file from
-    a library directory), or None and why it cannot run here."""
-    found = action._shared_loader_obj.module_loader.find_plugin_with_context(
-        name, mod_type=".py", collection_list=action._task.collections)
+def locate(module_loader, name: str, collections) -> tuple[str, str | None] | None:
+    """A Python module's file and the name AnsiballZ would run it by: a collection's module by its
+    package (its relative and ansible_collections imports resolve through the controller's
+    collection loader), ansible-core's own as ansible.modules.<name>, one from a library
+    directory as a file (None). None when there is no such Python module here."""
+    found = module_loader.find_plugin_with_context(name, mod_type=".py", collection_list=collections)
     path = found.plugin_resolved_path if found.resolved else None
     if not path or not path.endswith(".py"):
+        return None
+    collection = found.plugin_resolved_collection
+    leaf = found.plugin_resolved_name.rsplit(".", 1)[-1]
+    if collection == "ansible.builtin":
+        return path, f"ansible.modules.{leaf}"
+    if collection:
+        return path, f"ansible_collections.{collection}.plugins.modules.{leaf}"
+    return path, None
+
+
+def resolve(action: ActionBase, name: str) -> tuple[tuple[str, str | None] | None, str]:
+    """locate(), or None and why the module cannot run here."""
+    module = locate(action._shared_loader_obj.module_loader, name, action._task.collections)
+    if module is None:
         return None, "not a Python module found on this machine"
-    with open(path, "rb") as source:
+    with open(module[0], "rb") as source:
         text = source.read()
     if re.search(rb"^METADATA\s*=", text, re.M):
         # It may ask for a serialization profile of its own; this path speaks "legacy".
@@ -139,16 +146,7 @@ def resolve(action: ActionBase, name: str) -> tuple[tuple[str, str | None] | Non
         # apt and the like re-run themselves under the interpreter that has their library,
         # from the module file AnsiballZ unpacked: only a shipped module can.
         return None, "it may respawn under another interpreter"
-    collection = found.plugin_resolved_collection
-    leaf = found.plugin_resolved_name.rsplit(".", 1)[-1]
-    # A collection's module by its package (its relative and ansible_collections imports
-    # resolve through the controller's collection loader), ansible-core's own as
-    # ansible.modules.<name>, one from a library directory as a file.
-    if collection == "ansible.builtin":
-        return (path, f"ansible.modules.{leaf}"), ""
-    if collection:
-        return (path, f"ansible_collections.{collection}.plugins.modules.{leaf}"), ""
-    return (path, None), ""
+    return module, ""
 
 
 def why_not_here(action: ActionBase, task_vars: dict) -> str:

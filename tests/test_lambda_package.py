@@ -125,18 +125,18 @@ def test_a_zip_built_from_the_same_inputs_is_recognised_and_any_other_is_not(tmp
     data, _ = lambda_zip.build([str(tmp_path / "one")])
     dest = tmp_path / "out.zip"
     dest.write_bytes(data)
-    assert lambda_zip.built_from(str(dest), [str(tmp_path / "one")]) == data
+    assert lambda_zip.built_from(str(dest), lambda_zip.collect([str(tmp_path / "one")])) == data
     # An input edited, a mode changed, a file added: not the same zip any more.
     (tmp_path / "one" / "a.py").write_text("print('A')\n")
-    assert lambda_zip.built_from(str(dest), [str(tmp_path / "one")]) is None
+    assert lambda_zip.built_from(str(dest), lambda_zip.collect([str(tmp_path / "one")])) is None
     (tmp_path / "one" / "a.py").write_text("print('a')\n")
     os.chmod(tmp_path / "one" / "a.py", 0o755)
-    assert lambda_zip.built_from(str(dest), [str(tmp_path / "one")]) is None
+    assert lambda_zip.built_from(str(dest), lambda_zip.collect([str(tmp_path / "one")])) is None
     os.chmod(tmp_path / "one" / "a.py", 0o644)
     (tmp_path / "one" / "c.txt").write_text("c\n")
-    assert lambda_zip.built_from(str(dest), [str(tmp_path / "one")]) is None
+    assert lambda_zip.built_from(str(dest), lambda_zip.collect([str(tmp_path / "one")])) is None
     (tmp_path / "one" / "c.txt").unlink()
-    assert lambda_zip.built_from(str(dest), [str(tmp_path / "one")]) == data
+    assert lambda_zip.built_from(str(dest), lambda_zip.collect([str(tmp_path / "one")])) == data
 
 
 def test_a_damaged_or_foreign_zip_at_dest_is_rebuilt(tmp_path):
@@ -149,11 +149,11 @@ def test_a_damaged_or_foreign_zip_at_dest_is_rebuilt(tmp_path):
     damaged = bytearray(data)
     damaged[offset] ^= 0xFF
     dest.write_bytes(bytes(damaged))
-    assert lambda_zip.built_from(str(dest), [str(tmp_path / "one")]) is None
+    assert lambda_zip.built_from(str(dest), lambda_zip.collect([str(tmp_path / "one")])) is None
     # The same members written by another tool (no format comment): rebuilt, not trusted.
     with zipfile.ZipFile(dest, "w") as archive:
         for name in ("a.py", "pkg/b.txt", "run.sh"):
             archive.write(tmp_path / "one" / name, name)
-    assert lambda_zip.built_from(str(dest), [str(tmp_path / "one")]) is None
+    assert lambda_zip.built_from(str(dest), lambda_zip.collect([str(tmp_path / "one")])) is None
     dest.write_bytes(b"not a zip")
-    assert lambda_zip.built_from(str(dest), [str(tmp_path / "one")]) is None
+    assert lambda_zip.built_from(str(dest), lambda_zip.collect([str(tmp_path / "one")])) is None

@@ -55,8 +55,9 @@ def loaded_nodes(node):
         yield from loaded_nodes(child)
 
 
-def module_imports(path: str, package: str | None) -> list[str]:
-    """The dotted names a module imports when it loads (relative ones resolved against its package)."""
+def module_imports(path: str, module_name: str | None) -> list[str]:
+    """The dotted names a module imports when it loads (relative ones resolved against its own
+    dotted name; none for a module run as a file)."""
     with open(path, "rb") as source:
         tree = ast.parse(source.read(), path)
     names = []
@@ -65,9 +66,9 @@ def module_imports(path: str, package: str | None) -> list[str]:
             names.extend(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                if not package:
+                if not module_name:
                     continue
-                base = package.rsplit(".", node.level)[0]
+                base = module_name.rsplit(".", node.level)[0]
                 names.append(f"{base}.{node.module}" if node.module else base)
             elif node.module:
                 names.append(node.module)
@@ -81,13 +82,13 @@ def module_imports(path: str, package: str | None) -> list[str]:
     return list(dict.fromkeys(wanted))
 
 
-def install_in_process() -> None:
-    """plugins/in_process.py's install(), loaded from this file's place in the project."""
+def load_in_process():
+    """plugins/in_process.py, loaded from this file's place in the project."""
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "in_process.py")
     spec = importlib.util.spec_from_file_location("cruddur_in_process", path)
     in_process = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(in_process)
-    in_process.install()
+    return in_process
 
 
 class CallbackModule(CallbackBase):
@@ -99,25 +100,17 @@ class CallbackModule(CallbackBase):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._seen: set[str] = set()
-        install_in_process()
+        self._in_process = load_in_process()
+        self._in_process.install()
 
     def v2_playbook_on_task_start(self, task, is_conditional):
-        if os.environ.get("CRUDDUR_IN_PROCESS", "1") == "0" or task.action in self._seen:
+        if os.environ.get(self._in_process.SWITCH, "1") == "0" or task.action in self._seen:
             return
         self._seen.add(task.action)
         try:
-            found = module_loader.find_plugin_with_context(task.action, mod_type=".py",
-                                                           collection_list=task.collections)
-        except Exception:  # noqa: BLE001 (an action without a module: nothing to preload)
-            return
-        if not found.resolved or not (found.plugin_resolved_path or "").endswith(".py"):
-            return
-        collection = found.plugin_resolved_collection
-        package = (f"ansible_collections.{collection}.plugins.modules"
-                   if collection and collection != "ansible.builtin" else None)
-        try:
-            names = module_imports(found.plugin_resolved_path, package and f"{package}.x")
-        except (OSError, SyntaxError, ValueError):
+            module = self._in_process.locate(module_loader, task.action, task.collections)
+            names = module_imports(*module) if module else []
+        except Exception:  # noqa: BLE001 (an action without a module, a module that does not parse)
             return
         for name in names:
             if name in sys.modules:

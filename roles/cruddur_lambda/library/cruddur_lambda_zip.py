@@ -124,6 +124,11 @@ def member_info(arcname, path):
 def build(sources, files=None):
     """The zip's bytes and its file count."""
     entries = collect(sources, files)
+    return zip_bytes(entries), len(entries)
+
+
+def zip_bytes(entries):
+    """The zip of collect()'s entries, members in sorted order."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.comment = FORMAT
@@ -131,14 +136,14 @@ def build(sources, files=None):
             with open(entries[arcname], "rb") as handle:
                 archive.writestr(member_info(arcname, entries[arcname]), handle.read(),
                                  compresslevel=COMPRESS_LEVEL)
-    return buffer.getvalue(), len(entries)
+    return buffer.getvalue()
 
 
-def built_from(dest, sources, files=None):
-    """The bytes of the zip at dest when build() would give exactly its members again, else None.
+def built_from(dest, entries):
+    """The bytes of the zip at dest when zip_bytes(entries) would give exactly them again (same
+    format comment, members, modes, times, sizes and CRC-32s, and data that tests good), else None.
 
     Reading the inputs' CRC-32s and testing the zip's data costs a small part of compressing."""
-    entries = collect(sources, files)
     try:
         with zipfile.ZipFile(dest) as archive:
             if archive.comment != FORMAT:
@@ -190,14 +195,11 @@ def main():
     )
     dest = module.params["dest"]
     try:
-        data = built_from(dest, module.params["sources"], module.params["files"])
+        entries = collect(module.params["sources"], module.params["files"])
+        data = built_from(dest, entries)
         changed = data is None
         if changed:
-            data, _ = build(module.params["sources"], module.params["files"])
-            if os.path.exists(dest):
-                with open(dest, "rb") as handle:
-                    changed = handle.read() != data
-        count = len(collect(module.params["sources"], module.params["files"]))
+            data = zip_bytes(entries)
     except (ZipInputError, OSError) as exc:
         module.fail_json(msg=f"cannot build {dest}: {exc}")
     if changed and not module.check_mode:
@@ -209,7 +211,7 @@ def main():
         sha256=digest.hex(),
         code_sha256=base64.b64encode(digest).decode(),
         size=len(data),
-        files=count,
+        files=len(entries),
     )
 
 
