@@ -9,7 +9,7 @@ import uuid
 import psycopg2
 import pytest
 
-from conftest import REPO, connect, query, role_password
+from conftest import LOCAL_CONNECTION, REPO, connect, query, role_password
 
 pytestmark = pytest.mark.usefixtures("converged")
 
@@ -35,9 +35,11 @@ def test_the_apis_sessions_are_its_own_role_and_not_superuser():
     import urllib.request
 
     urllib.request.urlopen("http://127.0.0.1:4567/api/health", timeout=10).read()
+    # The deployed API's sessions are those on its database: the app tests run their own API
+    # (as postgres, on scratch databases) beside this one, with the same application name.
     rows = query("postgres", """
         SELECT DISTINCT a.usename, r.rolsuper FROM pg_stat_activity a JOIN pg_roles r ON r.rolname = a.usename
-        WHERE a.application_name = 'cruddur-api'""")
+        WHERE a.application_name = 'cruddur-api' AND a.datname = %s""", (LOCAL_CONNECTION["name"],))
     assert rows == [("cruddur_api", False)]
 
 

@@ -80,7 +80,8 @@ def test_rotation_refuses_the_old_passwords_and_the_api_serves_throughout():
         connect("postgres", user=role, password=new[role]).close()
         assert old[role] not in run.output and new[role] not in run.output
     # The API's sessions now log in with the new password (it serves reads and writes).
-    assert query("postgres", "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cruddur-api'")[0][0] >= 1
+    assert query("postgres", "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cruddur-api'"
+                 " AND usename = 'cruddur_api' AND datname = 'cruddur'")[0][0] >= 1
     env = (REPO / ".env").read_text()
     assert f"cruddur_owner:{new['cruddur_owner']}@" in env
     # The Lambda's handler, with the new sign-up password.
