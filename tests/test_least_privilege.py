@@ -96,9 +96,11 @@ def test_the_lambda_inserts_as_the_signup_role(monkeypatch):
         "sub": sub, "name": "Least Privilege", "email": "lp@example.com", "preferred_username": f"lp_{sub[:8]}"}}}
     try:
         handler.lambda_handler(event, None)
+        # This handler's own session (the handler tests run theirs as postgres on scratch databases).
         session = query("postgres", """
             SELECT a.usename, r.rolsuper FROM pg_stat_activity a JOIN pg_roles r ON r.rolname = a.usename
-            WHERE a.application_name = 'cruddur-post-confirmation'""")
+            WHERE a.application_name = 'cruddur-post-confirmation' AND a.pid = %s""",
+                        (handler._connection.info.backend_pid,))
         assert session == [("cruddur_signup", False)]
         assert query("cruddur", "SELECT handle FROM users WHERE cognito_user_id = %s", (sub,)) == [(f"lp_{sub[:8]}",)]
     finally:
