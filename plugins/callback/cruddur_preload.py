@@ -14,6 +14,14 @@ anyway (another connection, become, another interpreter) gains nothing, and the 
 most one import per library. Failures are ignored: the module itself reports a missing library.
 CRUDDUR_IN_PROCESS=0 turns this off with the in-process runner.
 
+AWS modules also parse botocore's service descriptions each time they make a client: every module
+makes a new boto3 session, and every botocore session a new data loader with an empty cache, so each
+task read and decoded the service's JSON again (EC2's alone is about 0.1 s of CPU; about 40% of a
+converged aws-site run). Here every botocore loader configured alike (same search paths, same extras)
+shares one cache, as all the clients of one botocore session already do, and the parent loads the
+descriptions of the services a module asks for (the names it passes to client()) before its
+task: the workers inherit them, parsed.
+
 Loaded at start-up, before any worker is forked, it also installs the in-process runner for the
 actions that have their own plugin (plugins/in_process.py, install()): template and copy, command,
 uri, service, fact gathering run their modules through ActionBase._execute_module, which the
@@ -23,6 +31,7 @@ action plugin links in plugins/action cannot reach.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import importlib.util
 import os
@@ -55,11 +64,17 @@ def loaded_nodes(node):
         yield from loaded_nodes(child)
 
 
+@functools.lru_cache(maxsize=None)
+def parsed(path: str) -> ast.Module:
+    """A module's syntax tree, parsed once per run."""
+    with open(path, "rb") as source:
+        return ast.parse(source.read(), path)
+
+
 def module_imports(path: str, module_name: str | None) -> list[str]:
     """The dotted names a module imports when it loads (relative ones resolved against its own
     dotted name; none for a module run as a file)."""
-    with open(path, "rb") as source:
-        tree = ast.parse(source.read(), path)
+    tree = parsed(path)
     names = []
     for node in loaded_nodes(tree):
         if isinstance(node, ast.Import):
@@ -80,6 +95,88 @@ def module_imports(path: str, module_name: str | None) -> list[str]:
         elif top not in SKIP_TOP and top != "ansible_collections":
             wanted.append(top)
     return list(dict.fromkeys(wanted))
+
+
+def _is_client_call(node) -> bool:
+    func = getattr(node, "func", None)
+    name = getattr(func, "attr", None) or getattr(func, "id", None)
+    return isinstance(node, ast.Call) and name in ("client", "resource")
+
+
+def _strings(node) -> set[str]:
+    return {child.value for child in ast.walk(node) if isinstance(child, ast.Constant) and isinstance(child.value, str)}
+
+
+def client_services(path: str) -> set[str]:
+    """The service names a module asks boto3 for: the string arguments of its client() and
+    resource() calls (module.client("ec2"), boto3.client("rds")), and the strings a comprehension
+    of such calls iterates over ([module.client(n) for n in ("rds", "ec2")])."""
+    names = set()
+    for node in ast.walk(parsed(path)):
+        if _is_client_call(node) and node.args:
+            names |= _strings(node.args[0])
+        elif isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+            elements = [node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]
+            if any(_is_client_call(child) for element in elements for child in ast.walk(element)):
+                for generator in node.generators:
+                    names |= _strings(generator.iter)
+    return names
+
+
+# botocore's data loader caches what it parses per instance (Loader._cache, read by its
+# instance_cache decorator). Loaders configured alike share one cache here.
+_SHARED_CACHES: dict[tuple, dict] = {}
+# What a service's clients and their paginators and waiters load, beside the service itself.
+BOTOCORE_SERVICE_TYPES = ("service-2", "endpoint-rule-set-1", "paginators-1", "waiters-2")
+BOTOCORE_SHARED_DATA = ("endpoints", "partitions", "_retry", "sdk-default-configuration")
+
+
+def share_botocore_data() -> None:
+    """Make every botocore Loader created from now on share its cache with the loaders configured
+    alike (type, file loader, search paths, extras). Idempotent."""
+    from botocore import loaders
+
+    if getattr(loaders.Loader.__init__, "cruddur_shared", False):
+        return
+    original = loaders.Loader.__init__
+
+    def __init__(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        key = (type(self), type(self.file_loader), tuple(self.search_paths), tuple(self.extras_types))
+        self._cache = _SHARED_CACHES.setdefault(key, {})
+
+    __init__.cruddur_shared = True
+    __init__.__wrapped__ = original
+    loaders.Loader.__init__ = __init__
+
+
+def load_botocore_services(services) -> list[str]:
+    """Parse the descriptions of the services among `services` (any strings) that botocore knows,
+    with a loader configured as a botocore session's (AWS_DATA_PATH); return the ones loaded."""
+    from botocore import exceptions, loaders
+
+    loader = loaders.create_loader(os.environ.get("AWS_DATA_PATH"))
+    known = set(loader.list_available_services("service-2"))
+    loaded = []
+    for name in BOTOCORE_SHARED_DATA:
+        try:
+            loader.load_data(name)
+        except exceptions.DataNotFoundError:
+            continue
+    for service in sorted(set(services) & known):
+        version = loader.determine_latest_version(service, "service-2")
+        for type_name in BOTOCORE_SERVICE_TYPES:
+            # The cache is keyed by the arguments as passed: botocore's client asks for a model
+            # with api_version=None, for its paginators and waiters with the version, and its
+            # session's get_waiter_model with None as the third argument.
+            for args, kwargs in (((service, type_name), {"api_version": None}),
+                                 ((service, type_name, version), {}), ((service, type_name, None), {})):
+                try:
+                    loader.load_service_model(*args, **kwargs)
+                except exceptions.DataNotFoundError:
+                    break
+        loaded.append(service)
+    return loaded
 
 
 def load_in_process():
@@ -120,3 +217,11 @@ class CallbackModule(CallbackBase):
             except Exception:  # noqa: BLE001,S112 (the module reports its own missing library)
                 continue
             self._display.vvvv(f"cruddur_preload: imported {name} for {task.action}")
+        if module and "botocore" in sys.modules:
+            try:
+                share_botocore_data()
+                services = load_botocore_services(client_services(module[0]))
+            except Exception:  # noqa: BLE001 (a botocore without this layout: the module loads its own)
+                return
+            if services:
+                self._display.vvvv(f"cruddur_preload: parsed botocore's {', '.join(services)} for {task.action}")

@@ -64,3 +64,67 @@ def test_the_parent_imports_a_modules_libraries_before_its_task_unless_switched_
     off = run_playbook(str(playbook), "-vvvv", env={"CRUDDUR_IN_PROCESS": "0"})
     assert off.rc == 0, off.output[-3000:]
     assert "cruddur_preload: imported" not in off.output
+
+
+def test_the_services_a_module_asks_boto3_for(tmp_path):
+    source = tmp_path / "mod.py"
+    source.write_text(textwrap.dedent('''
+        import boto3
+        KIND = "s3"  # a string that is a service name, but no client is made of it
+        def main(module):
+            ec2 = module.client("ec2", retry_decorator=None)
+            rds = boto3.client('rds')
+            table = boto3.resource("dynamodb")
+            clients = [module.client(name) for name in ("lambda", "iam")]
+            return ec2, rds, table, clients, KIND
+    '''))
+    assert preload.client_services(str(source)) == {"ec2", "rds", "dynamodb", "lambda", "iam"}
+
+
+SHARED = '''
+import json, os, sys
+import boto3
+from botocore import loaders
+spec = __import__("importlib.util").util.spec_from_file_location("p", sys.argv[1])
+preload = __import__("importlib.util").util.module_from_spec(spec)
+spec.loader.exec_module(preload)
+
+plain = loaders.Loader().load_service_model("ec2", "service-2")  # before sharing: its own cache
+preload.share_botocore_data()
+preload.share_botocore_data()  # twice: still one wrapper
+assert preload.load_botocore_services({"ec2", "no-such-service"}) == ["ec2"]
+
+reads = []
+load_file = loaders.JSONFileLoader.load_file
+def counted(self, path):
+    data = load_file(self, path)
+    if data is not None:  # a file read and decoded (not a probe for an extras file that is not there)
+        reads.append(path)
+    return data
+loaders.JSONFileLoader.load_file = counted
+if os.fork() == 0:  # a worker: a new session, as every AWS module makes one
+    client = boto3.session.Session().client("ec2", region_name="us-east-1", endpoint_url="http://127.0.0.1:9",
+                                            aws_access_key_id="a", aws_secret_access_key="b")
+    client.get_paginator("describe_vpcs"), client.get_waiter("security_group_exists")
+    same = client.meta.service_model._service_description == plain
+    before = list(reads)
+    elsewhere = loaders.Loader(extra_search_paths=[os.getcwd()]).load_service_model("ec2", "service-2")
+    print(json.dumps({"reads": before, "same": same, "elsewhere_reads": len(reads) - len(before),
+                      "equal": elsewhere == plain}))
+    os._exit(0)
+os.wait()
+'''
+
+
+def test_a_forked_worker_makes_an_aws_client_without_reading_botocore_data_again(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", SHARED, str(REPO / "plugins" / "callback" / "cruddur_preload.py")],
+                          cwd=tmp_path, capture_output=True, text=True, check=True)
+    seen = json.loads(proc.stdout)
+    # The client was made from the data the parent parsed (nothing read), and it is botocore's own.
+    assert seen["reads"] == [] and seen["same"] is True
+    # A loader configured otherwise (another search path) keeps a cache of its own: it read again.
+    assert seen["elsewhere_reads"] > 0 and seen["equal"] is True
