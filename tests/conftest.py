@@ -119,8 +119,8 @@ def drop_database(name: str) -> None:
         conn.close()
 
 
-# One test run may be several pytest processes: the xdist workers of the parallel phase and the
-# serial phase after it (bin/run-pytest). They share one id, so what the whole run needs once
+# One test run may be several pytest processes: the serial phase and, after it, the xdist workers of the
+# parallel phase (bin/run-pytest). They share one id, so what the whole run needs once
 # (converging the stack, starting PostgreSQL) is done once, by whichever process gets there first.
 RUN_ID = os.environ.get("CRUDDUR_TEST_RUN") or os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
 SHARED_DIR = Path("/tmp") / f"cruddur-tests-{RUN_ID}"
@@ -173,7 +173,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_unconfigure(config):
-    # The last process of a run removes the shared records: the serial phase, or a plain run.
+    # The last process of a run removes the shared records: the parallel phase, or a plain run.
     if not hasattr(config, "workerinput") and os.environ.get("CRUDDUR_TEST_PHASE", "last") == "last":
         shutil.rmtree(SHARED_DIR, ignore_errors=True)
 
