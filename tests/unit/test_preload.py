@@ -128,3 +128,38 @@ def test_a_forked_worker_makes_an_aws_client_without_reading_botocore_data_again
     assert seen["reads"] == [] and seen["same"] is True
     # A loader configured otherwise (another search path) keeps a cache of its own: it read again.
     assert seen["elsewhere_reads"] > 0 and seen["equal"] is True
+
+
+FROZEN = '''
+- hosts: localhost
+  gather_facts: false
+  vars: {ansible_python_interpreter: "{{ ansible_playbook_python }}"}
+  tasks:
+    - name: What the worker inherited from the parent's collector
+      frozen: {}
+      register: frozen
+    - name: Show it
+      ansible.builtin.debug:
+        msg: "frozen objects: {{ frozen.count }}"
+'''
+
+FROZEN_MODULE = '''
+import gc
+from ansible.module_utils.basic import AnsibleModule
+module = AnsibleModule(argument_spec={})
+module.exit_json(changed=False, count=gc.get_freeze_count())
+'''
+
+
+def test_the_workers_are_forked_from_a_parent_whose_objects_are_frozen(tmp_path):
+    (tmp_path / "library").mkdir()
+    (tmp_path / "library" / "frozen.py").write_text(FROZEN_MODULE)
+    playbook = tmp_path / "frozen.yml"
+    playbook.write_text(FROZEN)
+    on = run_playbook(str(playbook), env={"CRUDDUR_IN_PROCESS": "1"})
+    assert on.rc == 0, on.output[-3000:]
+    count = int(on.output.split("frozen objects: ")[1].split()[0].strip("'\""))
+    assert count > 10000  # the parent's objects (ansible, its plugins, the play), not a handful
+    # Switched off, Ansible runs as it does by default: a module in a process of its own.
+    off = run_playbook(str(playbook), env={"CRUDDUR_IN_PROCESS": "0"})
+    assert off.rc == 0 and "frozen objects: 0" in off.output, off.output[-3000:]
