@@ -163,13 +163,20 @@ def postgresql() -> None:
 def pytest_collection_modifyitems(config, items):
     """On an xdist worker with --dist loadgroup, every test marked xdist_group must carry its
     group in its id (that is how the scheduler keeps a group on one worker). A pytest/xdist pair
-    that drops it (pytest 9.2 with xdist 3.8 did) would run a group's tests concurrently unseen."""
+    that drops it (pytest 9.2 with xdist 3.8 did) would run a group's tests concurrently unseen.
+    Then the AWS tests are put first (below)."""
     if hasattr(config, "workerinput") and getattr(config.option, "loadgroup", False):
         lost = [item.nodeid for item in items
                 if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
         if lost:
             raise pytest.UsageError(f"--dist loadgroup ignored xdist_group (e.g. {lost[0]}): the pinned "
                                     "pytest and pytest-xdist do not work together")
+        # The scheduler hands out the groups largest first, then single tests in this order. The
+        # tests that run AWS plays against moto are the longest single ones (10-45 s): they go
+        # first, so that the short ones fill the end and no worker is left alone with a long
+        # test while the other idles. The random order (pytest-randomly, already applied) stays
+        # within each part; every worker computes the same order.
+        items.sort(key=lambda item: "moto_endpoint" not in item.fixturenames)
 
 
 def pytest_unconfigure(config):

@@ -13,6 +13,10 @@ import pytest
 
 from conftest import AWS_ENV, make_tls, run_playbook, start_moto
 
+# One converged account (its own moto) serves the module: its tests run on one worker, so the
+# account is made once, not once per worker that happens to get one of them.
+pytestmark = pytest.mark.xdist_group("doctor-aws")
+
 LINE = re.compile(r"^\s+(OK|FAIL|SKIP)\s+(\S+)\s+(.*)$", re.M)
 AWS_LINKS = ["instance", "dev-rule", "lambda-network", "lambda-role", "lambda-db-host", "lambda-credentials",
              "cognito-permission", "cognito-trigger"]
