@@ -119,8 +119,8 @@ def drop_database(name: str) -> None:
         conn.close()
 
 
-# One test run may be several pytest processes: the serial phase and, after it, the xdist workers of the
-# parallel phase (bin/run-pytest). They share one id, so what the whole run needs once
+# One test run may be several pytest processes: the serial phase and, after it, the xdist workers
+# of the parallel phase (bin/run-pytest). They share one id, so what the whole run needs once
 # (converging the stack, starting PostgreSQL) is done once, by whichever process gets there first.
 RUN_ID = os.environ.get("CRUDDUR_TEST_RUN") or os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
 SHARED_DIR = Path("/tmp") / f"cruddur-tests-{RUN_ID}"

@@ -20,12 +20,13 @@ collections then never walk, and so never copy, the pages they share with the pa
 2.72 -> 2.52 s, measured back to back.
 
 AWS modules also parse botocore's service descriptions each time they make a client: every module
-makes a new boto3 session, and every botocore session a new data loader with an empty cache, so each
-task read and decoded the service's JSON again (EC2's alone is about 0.1 s of CPU; a third of the
-samples of a converged aws-site run, profiled). Here every botocore loader configured alike (same search paths, same extras)
-shares one cache, as all the clients of one botocore session already do, and the parent loads the
-descriptions of the services a module asks for (the names it passes to client()) before its
-task: the workers inherit them, parsed. Converged aws-site 5.5 -> 4.7 s, back to back.
+makes a new boto3 session, and every botocore session a new data loader with an empty cache, so
+each task read and decoded the service's JSON again (EC2's alone is about 0.1 s of CPU; a third of
+the samples of a converged aws-site run, profiled). Here every botocore loader configured alike
+(same search paths, same extras) shares one cache, as all the clients of one botocore session
+already do, and the parent loads the descriptions of the services a module asks for (the names it
+passes to client()) before its task: the workers inherit them, parsed. Converged aws-site 5.5 ->
+4.7 s, back to back.
 
 Loaded at start-up, before any worker is forked, it also installs the in-process runner for the
 actions that have their own plugin (plugins/in_process.py, install()): template and copy, command,
@@ -110,7 +111,8 @@ def _is_client_call(node) -> bool:
 
 
 def _strings(node) -> set[str]:
-    return {child.value for child in ast.walk(node) if isinstance(child, ast.Constant) and isinstance(child.value, str)}
+    return {child.value for child in ast.walk(node)
+            if isinstance(child, ast.Constant) and isinstance(child.value, str)}
 
 
 def client_services(path: str) -> set[str]:
@@ -238,4 +240,4 @@ class CallbackModule(CallbackBase):
             except Exception:  # noqa: BLE001 (a botocore without this layout: the module loads its own)
                 return
             if services:
-                self._display.vvvv(f"cruddur_preload: parsed botocore's {', '.join(services)} for {task.action}")
+                self._display.vvvv(f"cruddur_preload: botocore's {', '.join(services)} data loaded for {task.action}")

@@ -82,16 +82,17 @@ def test_the_services_a_module_asks_boto3_for(tmp_path):
 
 
 SHARED = '''
-import json, os, sys
+import importlib.util, json, os, sys
 import boto3
 from botocore import loaders
-spec = __import__("importlib.util").util.spec_from_file_location("p", sys.argv[1])
-preload = __import__("importlib.util").util.module_from_spec(spec)
+spec = importlib.util.spec_from_file_location("p", sys.argv[1])
+preload = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(preload)
 
 plain = loaders.Loader().load_service_model("ec2", "service-2")  # before sharing: its own cache
 preload.share_botocore_data()
-preload.share_botocore_data()  # twice: still one wrapper
+preload.share_botocore_data()  # twice: still one wrapper, around botocore's own __init__
+assert not getattr(loaders.Loader.__init__.__wrapped__, "cruddur_shared", False)
 assert preload.load_botocore_services({"ec2", "no-such-service"}) == ["ec2"]
 
 reads = []
@@ -102,17 +103,22 @@ def counted(self, path):
         reads.append(path)
     return data
 loaders.JSONFileLoader.load_file = counted
-if os.fork() == 0:  # a worker: a new session, as every AWS module makes one
-    client = boto3.session.Session().client("ec2", region_name="us-east-1", endpoint_url="http://127.0.0.1:9",
-                                            aws_access_key_id="a", aws_secret_access_key="b")
-    client.get_paginator("describe_vpcs"), client.get_waiter("security_group_exists")
-    same = client.meta.service_model._service_description == plain
-    before = list(reads)
-    elsewhere = loaders.Loader(extra_search_paths=[os.getcwd()]).load_service_model("ec2", "service-2")
-    print(json.dumps({"reads": before, "same": same, "elsewhere_reads": len(reads) - len(before),
-                      "equal": elsewhere == plain}))
-    os._exit(0)
-os.wait()
+if os.fork() == 0:  # a worker: a new session, as every AWS module makes one (no request is sent)
+    status = 1
+    try:
+        client = boto3.session.Session().client("ec2", region_name="us-east-1", endpoint_url="http://127.0.0.1:9",
+                                                aws_access_key_id="a", aws_secret_access_key="b")
+        client.get_paginator("describe_vpcs"), client.get_waiter("security_group_exists")
+        same = client.meta.service_model._service_description == plain
+        before = list(reads)
+        elsewhere = loaders.Loader(extra_search_paths=[os.getcwd()]).load_service_model("ec2", "service-2")
+        print(json.dumps({"reads": before, "same": same, "elsewhere_reads": len(reads) - len(before),
+                          "equal": elsewhere == plain}), flush=True)
+        status = 0
+    finally:
+        os._exit(status)
+_, status = os.wait()
+sys.exit(os.waitstatus_to_exitcode(status))
 '''
 
 
