@@ -36,11 +36,14 @@ def free_port() -> int:
 
 
 def start_moto(port: int, log_path: Path | None = None) -> subprocess.Popen:
-    """Start moto_server on HOST:port and configure it for offline use before anything exists."""
+    """Start moto's server on HOST:port (bin/moto_server.py: the managed policies the project
+    attaches, not all of AWS's) and configure it for offline use before anything exists."""
     env = {**os.environ, **CREDENTIALS, "DOCKER_HOST": "unix:///nonexistent/docker.sock",
-           "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"}
+           "MOTO_IAM_LOAD_MANAGED_POLICIES": "true",
+           # the EC2 backend of each region would load moto's AMI catalogue: nothing here runs instances
+           "MOTO_EC2_LOAD_DEFAULT_AMIS": "false"}
     output = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 (lives with moto)
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", HOST, "-p", str(port)],
+    proc = subprocess.Popen([sys.executable, str(REPO / "bin" / "moto_server.py"), "-H", HOST, "-p", str(port)],
                             env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     endpoint = f"http://{HOST}:{port}"
     body = json.dumps({"lambda": {"use_docker": False}, "batch": {"use_docker": False}}).encode()

@@ -22,6 +22,7 @@ sys.dont_write_bytecode = True
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO / "bin"))  # the sandbox: the tests start moto as it does
 # Env file for runs on throwaway databases (keeps the repository's .env untouched).
 SCRATCH_ENV_FILE = f"/tmp/cruddur-tests-{os.getpid()}.env"
 PASSWORD = os.environ.get("CRUDDUR_LOCAL_DB_PASSWORD") or "password"
@@ -248,34 +249,12 @@ AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "
 
 
 def start_moto():
-    """moto in server mode on a free loopback port, configured for offline use before anything
-    is created: Lambda and Batch never use Docker, and DOCKER_HOST points nowhere. Returns the
-    process and its endpoint."""
-    import socket
-    import time
-    import urllib.request
+    """moto in server mode on a free loopback port, started as the sandbox starts it (offline, the
+    project's managed policies): returns the process and its endpoint."""
+    import sandbox
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, **AWS_ENV, "DOCKER_HOST": "unix:///nonexistent/docker.sock",
-           "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"}
-    proc = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            body = json.dumps({"lambda": {"use_docker": False}, "batch": {"use_docker": False}}).encode()
-            request = urllib.request.Request(f"{endpoint}/moto-api/config", data=body, method="POST",
-                                             headers={"Content-Type": "application/json"})
-            urllib.request.urlopen(request, timeout=2).read()
-            return proc, endpoint
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("moto_server did not start")
-            time.sleep(0.2)
+    port = sandbox.free_port()
+    return sandbox.start_moto(port), f"http://{sandbox.HOST}:{port}"
 
 
 @pytest.fixture(scope="session")

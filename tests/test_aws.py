@@ -252,6 +252,15 @@ def test_no_secret_in_verbose_output_and_teardown_keeps_a_final_snapshot(aws, po
         assert package.read("cruddur-db-ca.pem") == sandbox_ca().read_bytes()
 
 
+def test_the_emulator_holds_the_managed_policies_the_project_names_and_no_others(aws):
+    # bin/moto_server.py: moto's IAM catalogue cut to these (a reset then costs moto no IAM rebuild)
+    import moto_server
+
+    listed = client(aws, "iam").list_policies(Scope="AWS", MaxItems=1000)["Policies"]
+    assert {p["Arn"] for p in listed} == {f"arn:aws:iam::aws:policy{name}" for name in moto_server.named_policies()}
+    assert {p["Arn"] for p in listed} >= {"arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"}
+
+
 def role_policies(aws):
     iam = client(aws, "iam")
     role = "cruddur-post-confirmation-role"
