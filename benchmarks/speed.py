@@ -4,7 +4,9 @@
 - db-setup (drop, create, migrate, seed) against the same steps in plain psql (benchmarks/db_setup.py);
 - a converged site.yml on this machine (nothing to change), RUNS times;
 - bin/test's phases, as the last bin/test run recorded them (.cache/bin-test-phases.tsv): the
-  suite takes too long to run inside a benchmark, so its own timing is printed with its date.
+  suite takes too long to run inside a benchmark, so its own timing is printed with its date;
+  and how its parallel phase ended (.cache/test-timeline.tsv): a worker that runs out of tests
+  early leaves a core idle.
 
 Prints figures, never passes or fails on them.
 
@@ -40,6 +42,26 @@ def converged_site(runs: int, env: dict) -> list[float]:
     return times
 
 
+def print_tail(timeline: Path) -> None:
+    """How the last bin/test run's parallel phase ended: when each xdist worker ran out of tests,
+    and the last tests of the one that finished last."""
+    rows = [line.split("\t", 3) for line in timeline.read_text().splitlines() if line.count("\t") == 3]
+    tests = [(worker, float(start), float(end), nodeid) for worker, start, end, nodeid in rows
+             if worker.startswith("gw")]
+    if not tests:
+        return
+    end = max(t[2] for t in tests)
+    print("  parallel phase, its end (last bin/test run, .cache/test-timeline.tsv):")
+    for worker in sorted({t[0] for t in tests}):
+        mine = [t for t in tests if t[0] == worker]
+        busy = sum(t[2] - t[1] for t in mine)
+        print(f"    {worker}: {len(mine)} tests, busy {busy:6.0f} s, out of tests {end - max(t[2] for t in mine):5.0f} s "
+              "before the end")
+    last_worker = max(tests, key=lambda t: t[2])[0]
+    for worker, start, stop, nodeid in sorted(t for t in tests if t[0] == last_worker)[-8:]:
+        print(f"      {worker} {stop - start:6.1f} s  ends {stop - end:+6.1f} s  {nodeid}")
+
+
 def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     ansible, shipped, psql, startup, slowest = db_setup.measure(runs)
@@ -68,6 +90,9 @@ def main() -> None:
             print(f"    {name:<66} {int(seconds):6d} s{aim}")
     else:
         print("  bin/test phases: no record yet (run bin/test once)")
+    timeline = REPO / ".cache" / "test-timeline.tsv"
+    if timeline.exists() and timeline.stat().st_size:
+        print_tail(timeline)
     print("  slowest db-setup tasks (profile_tasks):")
     for line in slowest:
         print("    " + line)

@@ -180,6 +180,24 @@ def pytest_collection_modifyitems(config, items):
         items.sort(key=lambda item: "moto_endpoint" not in item.fixturenames)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """With CRUDDUR_TEST_TIMELINE set (bin/test sets it), each test's start and end (setup to
+    teardown) and its worker are appended there: benchmarks/speed.py reads where each worker
+    spent the end of the parallel phase."""
+    timeline = os.environ.get("CRUDDUR_TEST_TIMELINE")
+    if not timeline:
+        yield
+        return
+    import time
+
+    start = time.time()
+    yield
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    with open(timeline, "a") as out:
+        out.write(f"{worker}\t{start:.2f}\t{time.time():.2f}\t{item.nodeid}\n")
+
+
 def pytest_unconfigure(config):
     # The last process of a run removes the shared records: the parallel phase, or a plain run.
     if not hasattr(config, "workerinput") and os.environ.get("CRUDDUR_TEST_PHASE", "last") == "last":
