@@ -106,6 +106,18 @@ def test_the_same_target_on_loopback_is_proven_local(scratch_db_name, backups):
     assert not backups.exists()  # local: no confirmation, no backup
 
 
+def test_db_setup_checks_every_chores_options_before_it_drops_anything(scratch_db_name, backups):
+    # A bad option of a later chore (migrate's lock timeout) stops db-setup before the drop.
+    setup(scratch_db_name)
+    add_rows(scratch_db_name)
+    before = full_dump(scratch_db_name)
+    run = chore("db-setup", scratch_db_name, backups, cruddur_db_lock_timeout="soon")
+    assert run.rc != 0 and run.changed() == 0, run.output[-3000:]
+    assert "cruddur_db_lock_timeout" in run.output and "'soon'" in run.output
+    assert "Drop the database (closing its sessions)" not in run.output
+    assert full_dump(scratch_db_name) == before
+
+
 def test_proof_of_locality_looks_at_the_server_process():
     from conftest import load_module
     target = load_module(REPO / "library" / "cruddur_db_target.py", "cruddur_db_target")
