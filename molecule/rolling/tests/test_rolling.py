@@ -27,7 +27,7 @@ class LoadLoop:
     """Two clients asking the feed and /api/health through the load balancer, one request after
     another each (`pause` seconds apart), until stopped, at most `max_requests` in all and
     `max_seconds`. `bounded` tells whether a bound ended it before it was stopped. 20 ms apart
-    (some 30 requests a second each) keeps requests in flight through every drain; 5 ms made the
+    (at most 50 requests a second each) keeps requests in flight through every drain; 5 ms made the
     scenario's verify use 124 s of CPU instead of 94 s, taken from the tests running beside it."""
 
     def __init__(self, max_requests: int = 100000, max_seconds: float = 300, pause: float = 0.02):
