@@ -55,8 +55,8 @@ def print_tail(timeline: Path) -> None:
     for worker in sorted({t[0] for t in tests}):
         mine = [t for t in tests if t[0] == worker]
         busy = sum(t[2] - t[1] for t in mine)
-        print(f"    {worker}: {len(mine)} tests, busy {busy:6.0f} s, out of tests {end - max(t[2] for t in mine):5.0f} s "
-              "before the end")
+        idle = end - max(t[2] for t in mine)
+        print(f"    {worker}: {len(mine)} tests, busy {busy:6.0f} s, out of tests {idle:5.0f} s before the end")
     last_worker = max(tests, key=lambda t: t[2])[0]
     for worker, start, stop, nodeid in sorted(t for t in tests if t[0] == last_worker)[-8:]:
         print(f"      {worker} {stop - start:6.1f} s  ends {stop - end:+6.1f} s  {nodeid}")
