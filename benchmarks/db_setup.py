@@ -2,7 +2,7 @@
 """Time `db-setup` (drop, create, migrate, seed) against the same work done with plain psql.
 
 Both run against the local PostgreSQL on a throwaway database (cruddur_bench_setup), RUNS times
-each; prints the median and best of each, their ratio, and where the playbook's seconds go
+each, interleaved; prints the median and best of each, their ratio, and where the playbook's seconds go
 (ansible-playbook start-up, and the slowest tasks from the profile_tasks callback).
 
     .venv/bin/python benchmarks/db_setup.py [RUNS]
@@ -63,9 +63,17 @@ def measure(runs: int) -> tuple[list[float], list[float], list[float], list[floa
     ansible-playbook's start-up, and the slowest tasks of one profiled run; the throwaway
     database is dropped afterwards."""
     timed([playbook()])  # warm caches once
-    ansible = [timed([playbook()]) for _ in range(runs)]
-    shipped = [timed([playbook()], SHIPPED) for _ in range(runs)]
-    psql = [timed(plain_psql()) for _ in range(runs)]
+    # Interleaved, the order rotating each round: what a run leaves behind (the WAL and dirty
+    # pages of a dropped and created database, a warm or cold CPU cache) falls on each kind of run
+    # alike. Run one kind after another and the last kind pays for the others.
+    kinds = {"ansible": ([playbook()], ENV), "shipped": ([playbook()], SHIPPED), "psql": (plain_psql(), ENV)}
+    times: dict[str, list[float]] = {kind: [] for kind in kinds}
+    order = list(kinds)
+    for round_ in range(runs):
+        for kind in order[round_ % 3:] + order[:round_ % 3]:
+            commands, env = kinds[kind]
+            times[kind].append(timed(commands, env))
+    ansible, shipped, psql = times["ansible"], times["shipped"], times["psql"]
     startup = []
     for _ in range(runs):
         start = time.perf_counter()
