@@ -166,5 +166,5 @@ def test_the_grants_take_the_lock_the_migrations_hold():
 
     role_vars = yaml.safe_load((REPO / "roles" / "cruddur_db" / "vars" / "main.yml").read_text())
     assert role_vars["__cruddur_db_lock_key"] == mig.LOCK_KEY
-    grant = (REPO / "roles" / "cruddur_db" / "tasks" / "migrate.yml").read_text()
+    grant = (REPO / "roles" / "cruddur_db" / "tasks" / "migrate_steps.yml").read_text()
     assert "pg_advisory_xact_lock({{ __cruddur_db_lock_key }})" in grant

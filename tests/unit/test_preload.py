@@ -169,3 +169,47 @@ def test_the_workers_are_forked_from_a_parent_whose_objects_are_frozen(tmp_path)
     # Switched off, Ansible runs as it does by default: a module in a process of its own.
     off = run_playbook(str(playbook), env={"CRUDDUR_IN_PROCESS": "0"})
     assert off.rc == 0 and "frozen objects: 0" in off.output, off.output[-3000:]
+
+
+JINJA = '''
+- hosts: localhost
+  gather_facts: false
+  vars: {ansible_python_interpreter: "{{ ansible_playbook_python }}"}
+  tasks:
+    - name: What the worker's filter and test loaders held before anything in it templated
+      jinja_plugins: {}
+      register: loaded
+    - name: Show it
+      ansible.builtin.debug:
+        msg: "filters: {{ loaded.filters | join(',') }} tests: {{ loaded.tests | join(',') }}"
+'''
+
+JINJA_MODULE = '''
+import sys
+from ansible.module_utils.basic import AnsibleModule
+module = AnsibleModule(argument_spec={})
+# In the worker, the controller's loaders as the worker has them; shipped (CRUDDUR_IN_PROCESS=0),
+# a process with no controller code at all.
+loader = sys.modules.get("ansible.plugins.loader")
+filters = loader.filter_loader._cached_non_collection_wrappers if loader else {}
+tests = loader.test_loader._cached_non_collection_wrappers if loader else {}
+module.exit_json(changed=False, filters=sorted(filters), tests=sorted(tests))
+'''
+
+
+def test_the_workers_inherit_the_filter_and_test_plugins_the_parent_loaded(tmp_path):
+    (tmp_path / "library").mkdir()
+    (tmp_path / "library" / "jinja_plugins.py").write_text(JINJA_MODULE)
+    playbook = tmp_path / "jinja.yml"
+    playbook.write_text(JINJA)
+    on = run_playbook(str(playbook), env={"CRUDDUR_IN_PROCESS": "1"})
+    assert on.rc == 0, on.output[-3000:]
+    filters = on.output.split("filters: ")[1].split(" tests: ")[0].split(",")
+    tests = on.output.split(" tests: ")[1].split()[0].strip("'\"").split(",")
+    # The module's task templates no filter or test, so the worker loaded none: the parent did,
+    # Ansible's own and the project's (plugins/filter) alike.
+    assert {"default", "ansible.builtin.default", "cruddur_pg_url"} <= set(filters), filters
+    assert {"defined", "ansible.builtin.defined"} <= set(tests), tests
+    # Switched off, Ansible runs as it does by default: the module's own process loaded nothing.
+    off = run_playbook(str(playbook), env={"CRUDDUR_IN_PROCESS": "0"})
+    assert off.rc == 0 and "filters:  tests: " in off.output, off.output[-3000:]
