@@ -136,80 +136,70 @@ def test_a_forked_worker_makes_an_aws_client_without_reading_botocore_data_again
     assert seen["elsewhere_reads"] > 0 and seen["equal"] is True
 
 
-FROZEN = '''
+PROBE_PLAYBOOK = """
 - hosts: localhost
   gather_facts: false
   vars: {ansible_python_interpreter: "{{ ansible_playbook_python }}"}
   tasks:
-    - name: What the worker inherited from the parent's collector
-      frozen: {}
-      register: frozen
+    - name: What the worker has when the module runs
+      probe: {}
+      register: probe
     - name: Show it
       ansible.builtin.debug:
-        msg: "frozen objects: {{ frozen.count }}"
-'''
+        msg: "probe: {{ probe.seen | to_json(separators=[',', ':']) }}"
+"""
 
-FROZEN_MODULE = '''
+
+def run_probe(tmp_path, module_source: str) -> dict[str, object]:
+    """A module (library/probe.py) run by a playbook reports what it sees in its result's `seen`:
+    with the in-process runner on ("1": in the worker) and off ("0": shipped, a process of its own)."""
+    import json
+
+    (tmp_path / "library").mkdir(exist_ok=True)
+    (tmp_path / "library" / "probe.py").write_text(module_source)
+    playbook = tmp_path / "probe.yml"
+    playbook.write_text(PROBE_PLAYBOOK)
+    seen = {}
+    for switch in ("1", "0"):
+        run = run_playbook(str(playbook), env={"CRUDDUR_IN_PROCESS": switch})
+        assert run.rc == 0, run.output[-3000:]
+        seen[switch] = json.loads(run.output.split("probe: ")[1].split()[0].strip("'\""))
+    return seen
+
+
+FROZEN_MODULE = """
 import gc
 from ansible.module_utils.basic import AnsibleModule
 module = AnsibleModule(argument_spec={})
-module.exit_json(changed=False, count=gc.get_freeze_count())
-'''
+module.exit_json(changed=False, seen=gc.get_freeze_count())
+"""
 
 
 def test_the_workers_are_forked_from_a_parent_whose_objects_are_frozen(tmp_path):
-    (tmp_path / "library").mkdir()
-    (tmp_path / "library" / "frozen.py").write_text(FROZEN_MODULE)
-    playbook = tmp_path / "frozen.yml"
-    playbook.write_text(FROZEN)
-    on = run_playbook(str(playbook), env={"CRUDDUR_IN_PROCESS": "1"})
-    assert on.rc == 0, on.output[-3000:]
-    count = int(on.output.split("frozen objects: ")[1].split()[0].strip("'\""))
-    assert count > 10000  # the parent's objects (ansible, its plugins, the play), not a handful
+    seen = run_probe(tmp_path, FROZEN_MODULE)
+    assert seen["1"] > 10000  # the parent's objects (ansible, its plugins, the play), not a handful
     # Switched off, Ansible runs as it does by default: a module in a process of its own.
-    off = run_playbook(str(playbook), env={"CRUDDUR_IN_PROCESS": "0"})
-    assert off.rc == 0 and "frozen objects: 0" in off.output, off.output[-3000:]
+    assert seen["0"] == 0
 
 
-JINJA = '''
-- hosts: localhost
-  gather_facts: false
-  vars: {ansible_python_interpreter: "{{ ansible_playbook_python }}"}
-  tasks:
-    - name: What the worker's filter and test loaders held before anything in it templated
-      jinja_plugins: {}
-      register: loaded
-    - name: Show it
-      ansible.builtin.debug:
-        msg: "filters: {{ loaded.filters | join(',') }} tests: {{ loaded.tests | join(',') }}"
-'''
-
-JINJA_MODULE = '''
+JINJA_MODULE = """
 import sys
 from ansible.module_utils.basic import AnsibleModule
 module = AnsibleModule(argument_spec={})
-# In the worker, the controller's loaders as the worker has them; shipped (CRUDDUR_IN_PROCESS=0),
-# a process with no controller code at all.
+# In the worker, the controller's loaders as the worker has them; shipped, a process with no
+# controller code at all.
 loader = sys.modules.get("ansible.plugins.loader")
 filters = loader.filter_loader._cached_non_collection_wrappers if loader else {}
 tests = loader.test_loader._cached_non_collection_wrappers if loader else {}
-module.exit_json(changed=False, filters=sorted(filters), tests=sorted(tests))
-'''
+module.exit_json(changed=False, seen={"filters": sorted(filters), "tests": sorted(tests)})
+"""
 
 
 def test_the_workers_inherit_the_filter_and_test_plugins_the_parent_loaded(tmp_path):
-    (tmp_path / "library").mkdir()
-    (tmp_path / "library" / "jinja_plugins.py").write_text(JINJA_MODULE)
-    playbook = tmp_path / "jinja.yml"
-    playbook.write_text(JINJA)
-    on = run_playbook(str(playbook), env={"CRUDDUR_IN_PROCESS": "1"})
-    assert on.rc == 0, on.output[-3000:]
-    filters = on.output.split("filters: ")[1].split(" tests: ")[0].split(",")
-    tests = on.output.split(" tests: ")[1].split()[0].strip("'\"").split(",")
+    seen = run_probe(tmp_path, JINJA_MODULE)
     # The module's task templates no filter or test, so the worker loaded none: the parent did,
     # Ansible's own and the project's (plugins/filter) alike.
-    assert {"default", "ansible.builtin.default", "cruddur_pg_url"} <= set(filters), filters
-    assert {"defined", "ansible.builtin.defined"} <= set(tests), tests
+    assert {"default", "ansible.builtin.default", "cruddur_pg_url"} <= set(seen["1"]["filters"])
+    assert {"defined", "ansible.builtin.defined"} <= set(seen["1"]["tests"])
     # Switched off, Ansible runs as it does by default: the module's own process loaded nothing.
-    off = run_playbook(str(playbook), env={"CRUDDUR_IN_PROCESS": "0"})
-    assert off.rc == 0 and "filters:  tests: " in off.output, off.output[-3000:]
+    assert seen["0"] == {"filters": [], "tests": []}
