@@ -3,6 +3,7 @@ botocore's standard AWS_ENDPOINT_URL (the inventory untouched, no sandbox-only v
 real PostgreSQL standing in for the RDS endpoint where a database is needed (rds_standin)."""
 
 import re
+import shutil
 import subprocess
 import urllib.request
 
@@ -214,6 +215,25 @@ def test_destructive_chores_on_prod_refuse_without_confirmation_then_back_up_fir
     rds_standin.sql("\\c cruddur\nINSERT INTO users (display_name, handle, cognito_user_id) "
                     "VALUES ('Signed Up', 'signedup', 'sub-1');")
     before = standin_dump(rds_standin)
+
+    # A refusal writes nothing, not even a password the store does not have yet: the chores that
+    # read (or generate) the roles' passwords do so only after their guard. (A backup to restore
+    # is there, so that db-restore gets as far as its guard.)
+    ssm = boto3.client("ssm", endpoint_url=aws, region_name="us-east-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    kept = ssm.get_parameters_by_path(Path="/cruddur/db/", WithDecryption=True)["Parameters"]
+    assert len(kept) == 3, kept  # the owner's and the two application roles'
+    ssm.delete_parameters(Names=[p["Name"] for p in kept])
+    (tmp_path / "backups").mkdir()
+    (tmp_path / "backups" / "cruddur-20260101000000.dump").write_bytes(b"")
+    for playbook in ("db-setup", "db-rollback", "db-restore"):
+        refused = run_playbook(f"playbooks/{playbook}.yml", *PROD, env=env, extra_vars=extra)
+        assert refused.rc != 0 and refused.changed() == 0, (playbook, refused.output[-3000:])
+        assert "the prod inventory is never treated as local" in " ".join(refused.output.split()), playbook
+        assert ssm.get_parameters_by_path(Path="/cruddur/db/")["Parameters"] == [], playbook
+    for p in kept:
+        ssm.put_parameter(Name=p["Name"], Value=p["Value"], Type=p["Type"])
+    shutil.rmtree(tmp_path / "backups")
 
     # The endpoint is on this machine, but the prod inventory is never treated as local.
     for playbook in ("db-drop", "db-setup", "db-rollback", "db-restore"):
