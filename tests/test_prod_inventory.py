@@ -237,6 +237,13 @@ def test_destructive_chores_on_prod_refuse_without_confirmation_then_back_up_fir
     text = " ".join(status.output.split())
     assert "/cruddur/db/cruddur_owner" in text and "nothing has created it yet" in text, text[-2000:]
     assert "db-status only reads" in text
+    # Nor do the chores that log in as roles they do not make: a password generated there would
+    # match no role. They name the missing one and what makes it.
+    for playbook in ("db-seed", "db-repair"):
+        run = run_playbook(f"playbooks/{playbook}.yml", *PROD, env=env, extra_vars=extra)
+        assert run.rc != 0 and run.changed() == 0, (playbook, run.output[-3000:])
+        text = " ".join(run.output.split())
+        assert "/cruddur/db/cruddur_owner" in text and "made by db-create" in text, (playbook, text[-2000:])
     assert ssm.get_parameters_by_path(Path="/cruddur/db/")["Parameters"] == []
     for p in kept:
         ssm.put_parameter(Name=p["Name"], Value=p["Value"], Type=p["Type"])
