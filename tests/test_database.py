@@ -156,6 +156,20 @@ def test_check_mode_lists_pending_migrations_and_touches_nothing(scratch_db_name
     assert query("postgres", "SELECT count(*) FROM pg_database WHERE datname = %s", (scratch_db_name,)) == [(0,)]
 
 
+def test_check_mode_on_an_existing_database_says_what_it_does_not_simulate(scratch_db_name):
+    extra = on_database(scratch_db_name)
+    assert run_playbook("playbooks/db-setup.yml", extra_vars=extra).rc == 0
+    rows = query(scratch_db_name, "SELECT handle FROM users ORDER BY handle")
+    run = run_playbook("playbooks/db-setup.yml", "--check", extra_vars=extra)
+    assert run.rc == 0, run.output[-3000:]
+    # The drop is the one change reported; what would follow on the new database is said, not
+    # simulated against the old one (where it would report nothing to do).
+    assert run.changed() == 1, run.output[-3000:]
+    assert "Not simulating create, migrate and seed" in " ".join(run.output.split())
+    assert "migrate_steps" not in run.output
+    assert query(scratch_db_name, "SELECT handle FROM users ORDER BY handle") == rows
+
+
 def test_concurrent_migrations_apply_each_migration_once(scratch_db_name, migrations_copy):
     (migrations_copy / "0003_slow.sql").write_text(
         "-- depends: 0002_users_activities\nCREATE TABLE public.slow_marker (id int);\nSELECT pg_sleep(2);\n")
