@@ -25,15 +25,17 @@ At -vvv each task says which way it ran and, when shipped, why.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
+import importlib.util
 import io
 import json
 import os
 import re
-import runpy
 import shutil
 import sys
 import tempfile
+import types
 
 from ansible import constants as C
 from ansible.module_utils._internal._ansiballz import _loader
@@ -171,16 +173,21 @@ def why_not_here(action: ActionBase, task_vars: dict) -> str:
     return ""
 
 
-def run_here(action: ActionBase, task_vars: dict, name: str, task_args: dict, path: str, package_name: str | None,
-             ignore_unknown_opts: bool = False) -> dict:
-    from ansible.module_utils import basic
+def add_module_utils_paths() -> None:
+    """The project's module_utils directories, as `import ansible.module_utils.<name>` finds them
+    inside a shipped module (after ansible-core's own)."""
     import ansible.module_utils as module_utils_package
 
-    # The project's module_utils directories, as `import ansible.module_utils.<name>` finds
-    # them inside a shipped module.
     for directory in C.config.get_config_value("DEFAULT_MODULE_UTILS_PATH") or []:
         if directory not in module_utils_package.__path__:
             module_utils_package.__path__.append(directory)
+
+
+def run_here(action: ActionBase, task_vars: dict, name: str, task_args: dict, path: str, package_name: str | None,
+             ignore_unknown_opts: bool = False) -> dict:
+    from ansible.module_utils import basic
+
+    add_module_utils_paths()
 
     # The task's `environment:`, as a shipped module gets it (this process serves only this task).
     environment = {}
@@ -218,12 +225,7 @@ def run_here(action: ActionBase, task_vars: dict, name: str, task_args: dict, pa
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             try:
                 # As AnsiballZ runs it: as __main__, which must print its result and exit.
-                if package_name:
-                    runpy.run_module(package_name, run_name="__main__", alter_sys=False)
-                else:
-                    with open(path, "rb") as source:
-                        code = compile(source.read(), path, "exec")
-                    exec(code, {"__name__": "__main__", "__file__": path})  # noqa: S102 (the module itself)
+                exec(module_code(path), main_globals(path, package_name))  # noqa: S102 (the module itself)
                 raise RuntimeError("New-style module did not handle its own exit.")
             except Exception as exc:  # not SystemExit: modules exit with it
                 # A crash is reported as AnsiballZ reports one (it prints the result, exits 1).
@@ -247,6 +249,37 @@ def run_here(action: ActionBase, task_vars: dict, name: str, task_args: dict, pa
         if stream in data and f"{stream}_lines" not in data:
             data[f"{stream}_lines"] = (data.get(stream) or "").splitlines()
     return data
+
+
+# Modules' code by file, compiled once per process: cruddur_preload compiles a task's module in
+# ansible-playbook's own process before the task's workers fork, and they inherit it. (Ansible's
+# collection loader keeps no bytecode, and a module run as a file has none either: each worker
+# compiled its module again, 1-4 ms.)
+# Every copy of this file (each action plugin link is a module of its own) shares one dict, kept
+# on ActionBase as the original _execute_module is.
+_CODE: dict[tuple[str, int, int], types.CodeType] = vars(ActionBase).get("_cruddur_module_code", {})
+ActionBase._cruddur_module_code = _CODE
+
+
+def module_code(path: str) -> types.CodeType:
+    """The code of the module at `path`, compiled the first time this process asks."""
+    info = os.stat(path)
+    key = (path, info.st_mtime_ns, info.st_size)
+    code = _CODE.get(key)
+    if code is None:
+        with open(path, "rb") as source:
+            code = _CODE[key] = compile(source.read(), path, "exec", dont_inherit=True)
+    return code
+
+
+def main_globals(path: str, package_name: str | None) -> dict:
+    """The globals a module runs with as __main__: as runpy.run_module gives them to a package's
+    module (its spec, so that relative imports resolve), or as a script gets them."""
+    if not package_name:
+        return {"__name__": "__main__", "__file__": path, "__builtins__": builtins}
+    spec = importlib.util.find_spec(package_name)
+    return {"__name__": "__main__", "__file__": path, "__cached__": None, "__doc__": None,
+            "__loader__": spec.loader, "__package__": spec.parent, "__spec__": spec, "__builtins__": builtins}
 
 
 def same_python(one: str, other: str) -> bool:

@@ -50,7 +50,7 @@ import os
 import sys
 
 from ansible.plugins.callback import CallbackBase
-from ansible.plugins.loader import filter_loader, module_loader, test_loader
+from ansible.plugins.loader import action_loader, filter_loader, module_loader, test_loader
 
 DOCUMENTATION = """
 name: cruddur_preload
@@ -104,6 +104,8 @@ def module_imports(path: str, module_name: str | None) -> list[str]:
     for name in names:
         top = name.split(".", 1)[0]
         if name.startswith("ansible_collections.") and ".plugins.module_utils." in name:
+            wanted.append(name)
+        elif name.startswith("ansible.module_utils."):  # the project's own among them
             wanted.append(name)
         elif top not in SKIP_TOP and top != "ansible_collections":
             wanted.append(top)
@@ -193,6 +195,21 @@ def load_botocore_services(services) -> list[str]:
     return loaded
 
 
+def load_action_plugin(task) -> str:
+    """The action plugin a task's worker will run, loaded (its module and its configuration)
+    into the loader's caches, chosen as TaskExecutor chooses it (network platform actions aside):
+    the module's own action, an action named as the task's, or `normal`."""
+    found = module_loader.find_plugin_with_context(task.action, collection_list=task.collections)
+    if found.resolved and found.action_plugin:
+        name, collections = found.action_plugin, task.collections
+    elif action_loader.has_plugin(task.action, collection_list=task.collections):
+        name, collections = task.action, task.collections
+    else:
+        name, collections = "ansible.legacy.normal", None
+    action_loader.get(name, class_only=True, collection_list=collections)
+    return name
+
+
 def load_jinja_plugins() -> None:
     """Load the filter and test plugins outside collections (ansible.builtin's, the project's
     filter_plugins, a role's) into their loaders' caches. A loader fills its cache when a template
@@ -204,13 +221,25 @@ def load_jinja_plugins() -> None:
     test_loader.get("ansible.builtin.defined")
 
 
-def load_in_process():
-    """plugins/in_process.py, loaded from this file's place in the project."""
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "in_process.py")
-    spec = importlib.util.spec_from_file_location("cruddur_in_process", path)
-    in_process = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(in_process)
-    return in_process
+PLUGINS = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+
+
+def load_plugin_module(name: str):
+    """plugins/<name>.py, loaded from this file's place in the project."""
+    spec = importlib.util.spec_from_file_location(f"cruddur_{name}", os.path.join(PLUGINS, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def install_template_cache() -> None:
+    """plugins/template_cache.py, unless CRUDDUR_TEMPLATE_CACHE=0; another value names its
+    directory (default: the project's .cache/templates)."""
+    setting = os.environ.get("CRUDDUR_TEMPLATE_CACHE", "")
+    if setting == "0":
+        return
+    directory = setting or os.path.join(os.path.dirname(PLUGINS), ".cache", "templates")
+    load_plugin_module("template_cache").install(directory)
 
 
 class CallbackModule(CallbackBase):
@@ -222,27 +251,37 @@ class CallbackModule(CallbackBase):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._seen: set[str] = set()
-        self._in_process = load_in_process()
+        self._in_process = load_plugin_module("in_process")
         self._in_process.install()
+        install_template_cache()
 
     def v2_playbook_on_task_start(self, task, is_conditional):
         if os.environ.get(self._in_process.SWITCH, "1") == "0":
             return
-        # What is alive now is kept out of the cycle collector's reach (after one collection of
-        # what is new since the last task): the task's workers, forked next, then neither scan
-        # nor copy it (a collection writes to every object it visits, and each write copies a
-        # page the fork shared).
+        # What is alive now is kept out of the cycle collector's reach (after a collection of the
+        # young generations, what is new since the last task): the task's workers, forked next,
+        # then neither scan nor copy it (a collection writes to every object it visits, and each
+        # write copies a page the fork shared). A full collection here found no garbage the young
+        # ones miss, and its first run walked everything start-up made (13 ms).
         load_jinja_plugins()
-        gc.collect()
+        gc.collect(1)
         gc.freeze()
         if task.action in self._seen:
             return
         self._seen.add(task.action)
         try:
+            self._display.vvvv(f"cruddur_preload: loaded action {load_action_plugin(task)} for {task.action}")
+        except Exception:  # noqa: BLE001,S110 (the worker reports what it cannot load)
+            pass
+        try:
             module = self._in_process.locate(module_loader, task.action, task.collections)
             names = module_imports(*module) if module else []
+            if module:
+                self._in_process.module_code(module[0])  # compiled here, once, for every worker
+                self._display.vvvv(f"cruddur_preload: compiled {module[0]} for {task.action}")
         except Exception:  # noqa: BLE001 (an action without a module, a module that does not parse)
             return
+        self._in_process.add_module_utils_paths()
         for name in names:
             if name in sys.modules:
                 continue

@@ -33,7 +33,7 @@ def test_the_imports_a_module_makes_when_it_loads_and_only_those(tmp_path):
             lambda: __import__("nothing")
     '''))
     names = preload.module_imports(str(source), "ansible_collections.amazon.aws.plugins.modules.mod")
-    assert names == ["ansible_collections.amazon.aws.plugins.module_utils.botocore",
+    assert names == ["ansible.module_utils.basic", "ansible_collections.amazon.aws.plugins.module_utils.botocore",
                      "ansible_collections.other.coll.plugins.module_utils.x", "psycopg2", "yoyo", "boto3"]
     # A module from a library directory has no package: its relative imports are left alone.
     assert "ansible_collections.amazon.aws.plugins.module_utils.botocore" not in preload.module_imports(str(source), None)
@@ -203,3 +203,38 @@ def test_the_workers_inherit_the_filter_and_test_plugins_the_parent_loaded(tmp_p
     assert {"defined", "ansible.builtin.defined"} <= set(seen["1"]["tests"])
     # Switched off, Ansible runs as it does by default: the module's own process loaded nothing.
     assert seen["0"] == {"filters": [], "tests": []}
+
+
+COMPILED_MODULE = """
+import sys
+# Asked before this module imports it: only the parent can have imported it.
+utils_before = "ansible.module_utils.cruddur_postgres" in sys.modules
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.cruddur_postgres import connect  # the project's own module_utils
+module = AnsibleModule(argument_spec={})
+action = sys.modules.get("ansible.plugins.action")  # the controller's, in the worker; none shipped
+kept = getattr(action.ActionBase, "_cruddur_module_code", {}) if action else {}
+module.exit_json(changed=False, seen={"utils_before": utils_before,
+                                      "code": sorted(path.rsplit("/", 1)[-1] for path, _, _ in kept)})
+"""
+
+
+def test_the_workers_inherit_the_project_module_utils_their_module_imports(tmp_path):
+    seen = run_probe(tmp_path, COMPILED_MODULE)
+    # The parent imported the project's module_utils before the fork; the module's code is kept.
+    assert seen["1"] == {"utils_before": True, "code": ["probe.py"]}
+    # Switched off, Ansible runs as it does by default: the module's own process, nothing in it.
+    assert seen["0"] == {"utils_before": False, "code": []}
+
+
+def test_the_parent_loads_the_action_plugin_and_compiles_the_module_a_task_will_run(tmp_path):
+    (tmp_path / "library").mkdir()
+    (tmp_path / "library" / "probe.py").write_text(COMPILED_MODULE)
+    playbook = tmp_path / "probe.yml"
+    playbook.write_text(PROBE_PLAYBOOK)
+    run = run_playbook(str(playbook), "-vvvv", env={"CRUDDUR_IN_PROCESS": "1"})
+    assert run.rc == 0, run.output[-3000:]
+    # A module without an action of its own runs under `normal` (plugins/action/normal.py).
+    assert "cruddur_preload: loaded action ansible.legacy.normal for probe" in run.output
+    assert "cruddur_preload: loaded action ansible.builtin.debug for ansible.builtin.debug" in run.output
+    assert f"cruddur_preload: compiled {tmp_path / 'library' / 'probe.py'} for probe" in run.output
