@@ -33,7 +33,12 @@ description:
     database to as applied (C(how = adopted)). It also lists the objects in schema public that
     I(owner_role) does not own (a database made before the owner role existed, or by hand), as
     I(foreign_objects), for the caller to give to the owner.
-  - In check mode it only reads, and reports what it would apply or roll back.
+  - With I(privileges) (C(state=latest)), it then grants each application role the table
+    privileges it lacks, and only those, in one transaction under the same advisory lock (two
+    concurrent GRANTs on a table fail one with "tuple concurrently updated"). Run as the owner
+    role, it may only grant on what the owner owns.
+  - In check mode it only reads, and reports what it would apply, roll back or grant (grants
+    that wait for pending migrations, whose tables do not exist yet, are not reported).
 options:
   state:
     description: C(latest) applies every pending migration; C(rolled_back) rolls back the
@@ -54,6 +59,26 @@ options:
     description: Seconds a migration's statement may run (0 - no limit).
     type: int
     default: 300
+  privileges:
+    description: Table privileges the application roles must have in schema public, one per
+      entry (C(state=latest)), as the C(cruddur_privilege_rows) filter lists them.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      role:
+        description: Role that gets the privilege.
+        type: str
+        required: true
+      table:
+        description: Table in schema public.
+        type: str
+        required: true
+      privilege:
+        description: Table privilege.
+        type: str
+        required: true
+        choices: [SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER]
   adopt_dir:
     description: Directory of the adoption scripts (C(state=adopted)).
     type: path
@@ -146,6 +171,12 @@ repaired:
   type: list
   elements: dict
   returned: always
+granted:
+  description: With I(privileges), what this run granted (or would, in check mode), one entry
+    per role and table, with the privileges as a sorted list.
+  type: list
+  elements: dict
+  returned: always
 adopted:
   description: Migrations recorded as matched by an adopted database.
   type: list
@@ -154,6 +185,7 @@ adopted:
 """
 
 import hashlib
+import json
 import os
 import re
 import traceback
@@ -180,6 +212,7 @@ else:
     YOYO_IMPORT_ERROR = None
 
 REPAIR_TABLE = "cruddur_schema_repairs"
+TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 # Key of the session advisory lock every run takes ("cruddur" as a number).
 LOCK_KEY = 0x6372756464757200
 
@@ -344,6 +377,7 @@ class AdvisoryLock:
             try:
                 cursor.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
             except pg_errors.LockNotAvailable as exc:
+                self.conn.rollback()
                 raise MigrationError(
                     f"another migration run held the lock for more than {self.timeout}s"
                 ) from exc
@@ -418,6 +452,45 @@ def run(conn, migrations, state, check_mode, lock_timeout, ddl_lock_timeout=5, s
         "rolled_back": [m.id for m in to_roll_back],
         "current": current,
     }
+
+
+# --- grants --------------------------------------------------------------------------------
+
+MISSING_PRIVILEGES = """
+    SELECT wanted.role, wanted.tbl, array_agg(wanted.priv ORDER BY wanted.priv)
+    FROM json_to_recordset(%s::json) AS wanted(role text, tbl text, priv text)
+    WHERE NOT has_table_privilege(wanted.role, 'public.' || quote_ident(wanted.tbl), wanted.priv)
+    GROUP BY wanted.role, wanted.tbl
+    ORDER BY 1, 2
+"""
+
+
+def missing_privileges(conn, privileges):
+    """[{role, table, privileges}] of what the roles lack."""
+    wanted = json.dumps([{"role": p["role"], "tbl": p["table"], "priv": p["privilege"]} for p in privileges])
+    with conn.cursor() as cursor:
+        cursor.execute(MISSING_PRIVILEGES, (wanted,))
+        missing = [{"role": role, "table": table, "privileges": list(privs)}
+                   for role, table, privs in cursor.fetchall()]
+    conn.rollback()
+    return missing
+
+
+def grant(conn, privileges, check_mode, lock_timeout):
+    """Grant what the roles lack (read first, then again under the lock); what was granted."""
+    missing = missing_privileges(conn, privileges) if privileges else []
+    if not missing or check_mode:
+        return missing
+    with AdvisoryLock(conn, lock_timeout):
+        missing = missing_privileges(conn, privileges)
+        with conn.cursor() as cursor:
+            for row in missing:
+                # The privileges are among the option's choices; the names are quoted.
+                cursor.execute(sql.SQL("GRANT {} ON TABLE public.{} TO {}").format(
+                    sql.SQL(", ").join(sql.SQL(priv) for priv in row["privileges"]),
+                    sql.Identifier(row["table"]), sql.Identifier(row["role"])))
+        conn.commit()
+    return missing
 
 
 # --- status and repair ---------------------------------------------------------------------
@@ -662,6 +735,11 @@ def main():
             statement_timeout=dict(type="int", default=300),
             adopt_dir=dict(type="path"),
             owner_role=dict(type="str"),
+            privileges=dict(type="list", elements="dict", default=[], options=dict(
+                role=dict(type="str", required=True),
+                table=dict(type="str", required=True),
+                privilege=dict(type="str", required=True, choices=list(TABLE_PRIVILEGES)),
+            )),
             **postgres_argument_spec(),
         ),
         supports_check_mode=True,
@@ -684,14 +762,14 @@ def main():
         if params["state"] in ("adopted", "status") and "does not exist" in str(exc):
             # Nothing to adopt in a database still to be created; nothing applied in it yet.
             module.exit_json(changed=False, applied=[], rolled_back=[], current=[], repaired=[],
-                             adopted=[], foreign_objects=[], status=[{"id": m.id, "state": "pending"} for m in migrations]
+                             adopted=[], granted=[], foreign_objects=[], status=[{"id": m.id, "state": "pending"} for m in migrations]
                              if params["state"] == "status" else [])
         if module.check_mode and "does not exist" in str(exc):
             # The database itself is still to be created (by an earlier task, simulated in
             # --check): everything would be applied.
             would = [m.id for m in migrations] if params["state"] == "latest" else []
             module.exit_json(changed=bool(would), applied=would, rolled_back=[], current=[],
-                             status=[], repaired=[], adopted=[], foreign_objects=[])
+                             status=[], repaired=[], adopted=[], granted=[], foreign_objects=[])
         module.fail_json(msg=f"cannot connect to {where}: {reason(exc)}")
 
     state = params["state"]
@@ -707,7 +785,10 @@ def main():
         else:
             result = dict(run(conn, migrations, state, module.check_mode, params["lock_timeout"],
                               params["ddl_lock_timeout"], params["statement_timeout"]),
-                          status=[], repaired=[], adopted=[])
+                          status=[], repaired=[], adopted=[], granted=[])
+            # In --check, the tables that pending migrations would create do not exist yet.
+            if state == "latest" and not (module.check_mode and result["applied"]):
+                result["granted"] = grant(conn, params["privileges"], module.check_mode, params["lock_timeout"])
     except MigrationError as exc:
         module.fail_json(msg=f"{where}: {exc}")
     except psycopg2.Error as exc:
@@ -715,8 +796,9 @@ def main():
     finally:
         conn.close()
 
-    changed = bool(result["applied"] or result["rolled_back"] or result["repaired"] or result["adopted"])
-    module.exit_json(changed=changed, **{"foreign_objects": [], **result})
+    changed = bool(result["applied"] or result["rolled_back"] or result["repaired"] or result["adopted"]
+                   or result.get("granted"))
+    module.exit_json(changed=changed, **{"foreign_objects": [], "granted": [], **result})
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def cruddur_pg_ident(name) -> str:
 
 def cruddur_privilege_rows(app_roles) -> list:
     """The application roles' grants ([{name, grants: [{table, privs}]}]) as one row per
-    privilege: [{role, tbl, priv}], what has_table_privilege checks."""
+    privilege: [{role, table, privilege}], what cruddur_migrations' `privileges` takes."""
     rows = []
     for role in app_roles or []:
         for grant in role.get("grants", []):
@@ -94,7 +94,7 @@ def cruddur_privilege_rows(app_roles) -> list:
                 priv = str(priv).upper()
                 if priv not in TABLE_PRIVILEGES:
                     raise AnsibleFilterError(f"{priv!r} (role {role['name']}) is not a table privilege")
-                rows.append({"role": role["name"], "tbl": grant["table"], "priv": priv})
+                rows.append({"role": role["name"], "table": grant["table"], "privilege": priv})
     return rows
 
 

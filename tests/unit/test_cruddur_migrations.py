@@ -159,12 +159,56 @@ def test_a_statement_over_its_time_limit_is_named(mdir, db):
     assert query(name, "SELECT count(*) FROM cruddur_schema_migrations") == [(2,)]
 
 
-def test_the_grants_take_the_lock_the_migrations_hold():
-    """roles/cruddur_db serializes its grants with the module's advisory lock: the same key."""
-    import yaml
-    from conftest import REPO
+@pytest.fixture
+def app_role(db):
+    name, conn = db
+    role = f"cruddur_unit_role_{uuid.uuid4().hex[:8]}"
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE ROLE "{role}" NOLOGIN')
+        cur.execute("CREATE TABLE t (id int); CREATE TABLE \"we\"\"ird\" (id int)")
+    conn.commit()
+    yield role
+    with conn.cursor() as cur:
+        cur.execute("DROP TABLE t, \"we\"\"ird\"")
+        cur.execute(f'DROP ROLE "{role}"')
+    conn.commit()
 
-    role_vars = yaml.safe_load((REPO / "roles" / "cruddur_db" / "vars" / "main.yml").read_text())
-    assert role_vars["__cruddur_db_lock_key"] == mig.LOCK_KEY
-    grant = (REPO / "roles" / "cruddur_db" / "tasks" / "migrate_steps.yml").read_text()
-    assert "pg_advisory_xact_lock({{ __cruddur_db_lock_key }})" in grant
+
+def privileges_of(conn, role):
+    with conn.cursor() as cur:
+        cur.execute("SELECT table_name, privilege_type FROM information_schema.role_table_grants "
+                    "WHERE grantee = %s ORDER BY 1, 2", (role,))
+        rows = cur.fetchall()
+    conn.rollback()
+    return rows
+
+
+def test_grants_only_what_a_role_lacks_and_only_reports_in_check_mode(db, app_role):
+    _name, conn = db
+    wanted = [{"role": app_role, "table": "t", "privilege": "SELECT"},
+              {"role": app_role, "table": "t", "privilege": "INSERT"},
+              {"role": app_role, "table": 'we"ird', "privilege": "SELECT"}]
+    with conn.cursor() as cur:
+        cur.execute(f'GRANT SELECT ON t TO "{app_role}"')
+    conn.commit()
+    missing = [{"role": app_role, "table": "t", "privileges": ["INSERT"]},
+               {"role": app_role, "table": 'we"ird', "privileges": ["SELECT"]}]
+    assert mig.grant(conn, wanted, True, 5) == missing
+    assert privileges_of(conn, app_role) == [("t", "SELECT")]
+    assert mig.grant(conn, wanted, False, 5) == missing
+    assert privileges_of(conn, app_role) == [("t", "INSERT"), ("t", "SELECT"), ('we"ird', "SELECT")]
+    assert mig.grant(conn, wanted, False, 5) == []
+    assert mig.grant(conn, [], False, 5) == []
+
+
+def test_grants_wait_for_the_lock_the_migrations_hold(db, app_role):
+    name, conn = db
+    holder = connect(name)  # another run, migrating
+    with holder.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(%s)", (mig.LOCK_KEY,))
+    try:
+        with pytest.raises(mig.MigrationError, match="another migration run held the lock"):
+            mig.grant(conn, [{"role": app_role, "table": "t", "privilege": "SELECT"}], False, 1)
+    finally:
+        holder.close()
+    assert privileges_of(conn, app_role) == []

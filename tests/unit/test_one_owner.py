@@ -85,7 +85,7 @@ def test_privilege_rows_admit_table_privileges_only():
     from ansible.errors import AnsibleFilterError
 
     rows = filters.cruddur_privilege_rows([{"name": "r", "grants": [{"table": "t", "privs": ["select", "INSERT"]}]}])
-    assert rows == [{"role": "r", "tbl": "t", "priv": "SELECT"}, {"role": "r", "tbl": "t", "priv": "INSERT"}]
+    assert rows == [{"role": "r", "table": "t", "privilege": "SELECT"}, {"role": "r", "table": "t", "privilege": "INSERT"}]
     with pytest.raises(AnsibleFilterError, match="not a table privilege"):
         filters.cruddur_privilege_rows([{"name": "r", "grants": [{"table": "t", "privs": ["ALL; DROP TABLE t"]}]}])
     assert filters.cruddur_pg_ident('we"ird') == '"we""ird"'
