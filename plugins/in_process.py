@@ -261,14 +261,17 @@ _CODE: dict[tuple[str, int, int], types.CodeType] = vars(ActionBase).get("_crudd
 ActionBase._cruddur_module_code = _CODE
 
 
-def module_code(path: str) -> types.CodeType:
-    """The code of the module at `path`, compiled the first time this process asks."""
+def module_code(path: str, tree=None) -> types.CodeType:
+    """The code of the module at `path`, compiled the first time this process asks (from its
+    syntax tree when the caller has parsed it already)."""
     info = os.stat(path)
     key = (path, info.st_mtime_ns, info.st_size)
     code = _CODE.get(key)
     if code is None:
-        with open(path, "rb") as source:
-            code = _CODE[key] = compile(source.read(), path, "exec", dont_inherit=True)
+        if tree is None:
+            with open(path, "rb") as source:
+                tree = source.read()
+        code = _CODE[key] = compile(tree, path, "exec", dont_inherit=True)
     return code
 
 

@@ -277,7 +277,7 @@ class CallbackModule(CallbackBase):
             module = self._in_process.locate(module_loader, task.action, task.collections)
             names = module_imports(*module) if module else []
             if module:
-                self._in_process.module_code(module[0])  # compiled here, once, for every worker
+                self._in_process.module_code(module[0], parsed(module[0]))  # once, for every worker
                 self._display.vvvv(f"cruddur_preload: compiled {module[0]} for {task.action}")
         except Exception:  # noqa: BLE001 (an action without a module, a module that does not parse)
             return
