@@ -20,6 +20,11 @@ description:
   - Connects to I(maintenance_db) (the target database may not exist), then, when the target
     exists, to it to count the rows of its tables (exactly, in one snapshot) and read the
     applied migrations.
+  - "With I(action), it is also the guard of the chore that names it: it fails, having changed
+    nothing, unless the target is local (proven here, and labelled C(local) by the inventory's
+    I(environment): a prod inventory is never treated as local, even when its endpoint is on
+    this machine), or I(confirm) equals the database's name, or the server answered and the
+    database does not exist. The refusal names what is at stake and how to go ahead."
 options:
   db:
     description: The database a chore would change or destroy.
@@ -29,6 +34,25 @@ options:
     description: Database to connect to for the server checks.
     type: str
     default: postgres
+  environment:
+    description: The inventory's label of the database (C(local), C(prod), C(sandbox)); only a
+      C(local) one is treated as local, and only when proven.
+    type: str
+    default: local
+  action:
+    description: What the guarded chore would do to the database, in words (C(drop),
+      C(roll back the last migration of)); given, the module refuses as described above.
+    type: str
+  confirm:
+    description: The confirmation given; the database's name lets a chore go ahead on a target
+      that is not local.
+    type: str
+    default: ""
+  backup_dir:
+    description: Where the guarded chore backs up a target that is not local (named in the
+      refusal).
+    type: str
+    default: ""
 notes:
   - The connection options (C(login_host), C(login_port), C(login_user), C(login_password),
     C(ssl_mode), C(ca_cert), C(connect_timeout)) are those of module_utils/cruddur_postgres.py.
@@ -74,6 +98,19 @@ summary:
   description: One line naming what the database holds.
   type: str
   returned: always
+local_target:
+  description: What the guard treats as local - proven here (I(local)) and labelled C(local)
+    by the inventory.
+  type: bool
+  returned: always
+local_target_why:
+  description: Why the target is or is not treated as local (I(why), or the inventory's label).
+  type: str
+  returned: always
+msg:
+  description: With I(action), the verdict - a local or a confirmed target, or the refusal.
+  type: str
+  returned: when action is given
 """
 
 import ipaddress
@@ -176,9 +213,36 @@ def summarise(db: str, exists: bool, tables: dict, migrations: list) -> str:
     return f"database {db} ({counts}{state})"
 
 
+def verdict(params: dict, result: dict) -> tuple[bool, str]:
+    """The guard's answer (with `action`): whether the chore may go ahead, and why in one line."""
+    db, target = params["db"], result["summary"]
+    if result["local_target"] or params["confirm"] == db or (result["reachable"] and not result["exists"]):
+        kind = "Local target" if result["local_target"] else "Confirmed target"
+        return True, f"{kind}: {target} ({result['local_target_why']})"
+    return False, (f"Refusing to {params['action']} {target} at {params['login_host']}:{params['login_port']}: "
+                   f"it is not proven to be this machine's server ({result['local_target_why']}). Nothing "
+                   f"was changed. To go ahead, run again with -e cruddur_db_confirm={db} (a verified "
+                   f"backup is taken first, into {params['backup_dir']}).")
+
+
+def finish(module, result: dict):
+    """Exit with the result, judged by the guard when the task names an action."""
+    params = module.params
+    result["local_target"] = result["local"] and params["environment"] == "local"
+    result["local_target_why"] = (result["why"] if params["environment"] == "local" else
+                                  f"the {params['environment']} inventory is never treated as local")
+    if params["action"]:
+        allowed, result["msg"] = verdict(params, result)
+        if not allowed:
+            module.fail_json(**result)
+    module.exit_json(**result)
+
+
 def main():
     spec = postgres_argument_spec()
-    spec["maintenance_db"] = dict(type="str", default="postgres")
+    spec.update(maintenance_db=dict(type="str", default="postgres"),
+                environment=dict(type="str", default="local"), action=dict(type="str"),
+                confirm=dict(type="str", default=""), backup_dir=dict(type="str", default=""))
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     require_driver(module)
     params = module.params
@@ -194,7 +258,7 @@ def main():
         result["error"] = f"cannot connect to {pg_where(admin)}: {reason(exc)}"
         result["summary"] = (f"database {params['db']} on {params['login_host']}:"
                              f"{params['login_port']} (server not reachable)")
-        module.exit_json(**result)
+        finish(module, result)
     try:
         with conn.cursor() as cursor:
             cursor.execute("SELECT pg_backend_pid(), current_user, "
@@ -223,7 +287,7 @@ def main():
         except psycopg2.Error as exc:
             module.fail_json(msg=f"{pg_where(params)}: {reason(exc)}")
     result["summary"] = summarise(params["db"], exists, result["tables"], result["migrations"])
-    module.exit_json(**result)
+    finish(module, result)
 
 
 if __name__ == "__main__":
