@@ -98,7 +98,7 @@ def main() -> None:
     print(f"  the same, modules shipped     : median {statistics.median(shipped):.3f} s   best {min(shipped):.3f} s"
           "   (CRUDDUR_IN_PROCESS=0)")
     print(f"  plain psql (same steps)       : median {med_p:.3f} s   best {min(psql):.3f} s")
-    print(f"  ratio (median)                : {med_a / med_p:.1f}x")
+    print(f"  ratio (median)                : {med_a / med_p:.1f}x   best against best {min(ansible) / min(psql):.1f}x")
     print(f"  of which ansible-playbook start-up and parsing (--list-tasks): "
           f"median {statistics.median(startup):.3f} s")
     print("  slowest tasks (profile_tasks):")
