@@ -33,7 +33,16 @@ task: a loader fills its cache the first time a template uses a filter or test, 
 never does before it forks, so every worker loaded them all again (about 7 ms of every task that
 templates a filter; db-setup's 23 workers spent 764 ms, now 607 ms).
 
-Loaded at start-up, before any worker is forked, it also installs the in-process runner for the
+The task's module is compiled here too (from the syntax tree parsed for its imports), the
+project's own module_utils it imports are imported, and its action plugin is loaded: the
+collection loader keeps no bytecode, so each worker compiled its module again (1-4 ms), and
+loaded its action plugin and the plugin's configuration. So are the lookup plugins that the
+variables of a play's hosts (at the play's start) and a task's own arguments name by a literal
+(lookup('ansible.builtin.env', ...)): each worker that templated such a variable loaded the
+plugin again, its documentation parsed for its options (db-setup 1.08 -> 1.05 s).
+
+Loaded at start-up, before any worker is forked, it also installs plugins/template_cache.py (the
+code of compiled templates kept, in memory and in .cache/templates) and the in-process runner for the
 actions that have their own plugin (plugins/in_process.py, install()): template and copy, command,
 uri, service, fact gathering run their modules through ActionBase._execute_module, which the
 action plugin links in plugins/action cannot reach.
@@ -47,10 +56,11 @@ import gc
 import importlib
 import importlib.util
 import os
+import re
 import sys
 
 from ansible.plugins.callback import CallbackBase
-from ansible.plugins.loader import action_loader, filter_loader, module_loader, test_loader
+from ansible.plugins.loader import action_loader, filter_loader, lookup_loader, module_loader, test_loader
 
 DOCUMENTATION = """
 name: cruddur_preload
@@ -59,7 +69,10 @@ short_description: import a module's libraries once in the parent process, for t
 description:
   - Before a task starts, imports the collection module_utils and third-party libraries its module
     imports, so that the forked workers that run modules in process inherit them.
-  - Also loads the filter and test plugins before the first task, so the workers inherit them.
+  - Also loads the filter and test plugins before the first task, the lookups the play's
+    variables and the task's arguments name, the task's action plugin, and compiles its module,
+    so the workers inherit them.
+  - Installs plugins/template_cache.py (CRUDDUR_TEMPLATE_CACHE=0 leaves it out).
   - Does nothing when CRUDDUR_IN_PROCESS=0.
 """
 
@@ -210,6 +223,25 @@ def load_action_plugin(task) -> str:
     return name
 
 
+# A lookup named by a literal in a template: lookup('ansible.builtin.env', ...), query("file", ...).
+LOOKUP_CALL = re.compile(r"""\b(?:lookup|query|q)\(\s*['"]([A-Za-z_][\w.]*)['"]""")
+
+
+def lookups_named(value, found: set[str]) -> set[str]:
+    """The lookup plugins the templates in `value` name (plain dicts, lists and strings, walked as
+    they are: nothing is templated)."""
+    if isinstance(value, str):
+        if "(" in value:
+            found.update(LOOKUP_CALL.findall(value))
+    elif type(value) is dict:  # noqa: E721 (not HostVars or any other mapping that templates)
+        for item in value.values():
+            lookups_named(item, found)
+    elif type(value) in (list, tuple):  # noqa: E721
+        for item in value:
+            lookups_named(item, found)
+    return found
+
+
 def load_jinja_plugins() -> None:
     """Load the filter and test plugins outside collections (ansible.builtin's, the project's
     filter_plugins, a role's) into their loaders' caches. A loader fills its cache when a template
@@ -251,13 +283,42 @@ class CallbackModule(CallbackBase):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._seen: set[str] = set()
+        self._lookups: set[str] = set()
         self._in_process = load_plugin_module("in_process")
         self._in_process.install()
         install_template_cache()
 
+    def load_lookups(self, names: set[str], why: str) -> None:
+        """Load the lookup plugins named (module and configuration) into the loader's cache, which
+        the workers inherit: each worker that templated a variable with a lookup loaded the plugin
+        again, its documentation parsed for its options (about 2 ms)."""
+        for name in sorted(names - self._lookups):
+            self._lookups.add(name)
+            try:
+                if lookup_loader.get(name) is not None:
+                    self._display.vvvv(f"cruddur_preload: loaded lookup {name} for {why}")
+            except Exception:  # noqa: BLE001,S112 (the template that uses it reports the error)
+                continue
+
+    def v2_playbook_on_play_start(self, play):
+        """The lookups the variables of the play's hosts name (the inventory's, the play's)."""
+        if os.environ.get(self._in_process.SWITCH, "1") == "0":
+            return
+        manager = play.get_variable_manager()
+        inventory = getattr(manager, "_inventory", None)
+        try:
+            hosts = inventory.get_hosts(play.hosts) if inventory is not None else []
+            names: set[str] = set()
+            for host in hosts:
+                lookups_named(manager.get_vars(play=play, host=host, include_hostvars=False), names)
+        except Exception:  # noqa: BLE001 (a play Ansible itself will report on)
+            return
+        self.load_lookups(names, f"play {play.get_name()!r}")
+
     def v2_playbook_on_task_start(self, task, is_conditional):
         if os.environ.get(self._in_process.SWITCH, "1") == "0":
             return
+        self.load_lookups(lookups_named([task.args, task.when, task.vars], set()), task.action)
         # What is alive now is kept out of the cycle collector's reach (after a collection of the
         # young generations, what is new since the last task): the task's workers, forked next,
         # then neither scan nor copy it (a collection writes to every object it visits, and each

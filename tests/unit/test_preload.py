@@ -238,3 +238,47 @@ def test_the_parent_loads_the_action_plugin_and_compiles_the_module_a_task_will_
     assert "cruddur_preload: loaded action ansible.legacy.normal for probe" in run.output
     assert "cruddur_preload: loaded action ansible.builtin.debug for ansible.builtin.debug" in run.output
     assert f"cruddur_preload: compiled {tmp_path / 'library' / 'probe.py'} for probe" in run.output
+
+
+LOOKUP_MODULE = """
+import sys
+from ansible.module_utils.basic import AnsibleModule
+module = AnsibleModule(argument_spec={})
+loader = sys.modules.get("ansible.plugins.loader")  # the controller's, in the worker; none shipped
+loaded = sorted(path.rsplit("/", 1)[-1] for path in loader.lookup_loader._module_cache) if loader else []
+module.exit_json(changed=False, seen=loaded)
+"""
+
+LOOKUP_PLAYBOOK = """
+- hosts: localhost
+  gather_facts: false
+  vars:
+    ansible_python_interpreter: "{{ ansible_playbook_python }}"
+    # Never templated by the probe's task: only the parent can have loaded the plugin.
+    unused_home: "{{ lookup('ansible.builtin.env', 'HOME') }}"
+  tasks:
+    - name: What the worker has when the module runs
+      probe: {}
+      register: probe
+    - name: Show it
+      ansible.builtin.debug:
+        msg: "seen-by-probe={{ probe.seen | to_json(separators=[',', ':']) }}"
+"""
+
+
+def test_the_workers_inherit_the_lookups_the_play_names(tmp_path):
+    import json
+
+    (tmp_path / "library").mkdir()
+    (tmp_path / "library" / "probe.py").write_text(LOOKUP_MODULE)
+    playbook = tmp_path / "probe.yml"
+    playbook.write_text(LOOKUP_PLAYBOOK)
+    seen = {}
+    for switch in ("1", "0"):
+        run = run_playbook(str(playbook), "-vvvv", env={"CRUDDUR_IN_PROCESS": switch})
+        assert run.rc == 0, run.output[-3000:]
+        seen[switch] = (json.loads(run.output.rsplit("seen-by-probe=", 1)[1].split()[0].strip("'\"")), run.output)
+    assert "env.py" in seen["1"][0]
+    assert "cruddur_preload: loaded lookup ansible.builtin.env for play" in seen["1"][1]
+    # Switched off: the module's own process, with no controller code at all.
+    assert seen["0"][0] == []
