@@ -20,7 +20,8 @@ same for templates, as Jinja's own bytecode caches do for templates read through
   no file origin (built at run time, given with -e on the command line), or comes from a vault,
   is compiled as before and never written anywhere;
 - the directory is made private to its owner (0700) and is used only when it is: its files hold
-  code, as __pycache__ does.
+  code, as __pycache__ does. Grown past some ten thousand entries (templates since changed or
+  gone), it is emptied, and the next runs fill it again.
 
 Anything unexpected (a template that fails to compile, a file that cannot be read or written, a
 debugging mode of Ansible's) falls back to Ansible's own compilation. CRUDDUR_TEMPLATE_CACHE=0
@@ -33,6 +34,7 @@ import hashlib
 import importlib.util
 import marshal
 import os
+import shutil
 import stat
 import sys
 import tempfile
@@ -133,11 +135,25 @@ class Store:
             self.directory = None  # read-only, full, or gone: memory only from now on
 
 
+# A directory whose own size passes this holds some ten thousand entries (about 120 bytes each on
+# ext4): templates that changed or are gone accumulate, so it is emptied and filled again.
+PRUNE_AT = 1 << 20
+
+
 def private_directory(path: str) -> str | None:
-    """The directory, made if missing, when it is this user's and no one else's; else None."""
+    """The directory, made if missing (or emptied when it has grown past PRUNE_AT), when it is
+    this user's and no one else's; else None."""
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
         info = os.stat(path)
+        if info.st_uid == os.getuid() and info.st_size > PRUNE_AT:
+            # A new directory (a directory does not shrink as its entries go), swapped in whole.
+            fresh = tempfile.mkdtemp(dir=os.path.dirname(path), prefix=".templates-")
+            old = fresh + ".old"
+            os.rename(path, old)
+            os.rename(fresh, path)
+            shutil.rmtree(old, ignore_errors=True)
+            info = os.stat(path)
     except OSError:
         return None
     if info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:

@@ -130,3 +130,25 @@ def test_a_second_run_renders_the_same_from_the_kept_code_and_writes_nothing_new
         runs.append((run.output, sorted(p.name for p in directory.iterdir())))
     assert "msg: said HELLO to ada" in runs[0][0] and "msg: said HELLO to ada" in runs[1][0]
     assert runs[0][1] and runs[1][1] == runs[0][1]
+
+
+def test_a_directory_grown_too_large_is_emptied_and_used_again(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("template_cache_prune", REPO / "plugins" / "template_cache.py")
+    cache = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cache)
+    directory = tmp_path / "templates"
+    directory.mkdir(mode=0o700)
+    for number in range(400):
+        (directory / f"{number:064d}").write_bytes(b"old entry")
+    grown = os.stat(directory).st_size
+    cache.PRUNE_AT = grown - 1  # this one has grown past the limit
+    assert cache.private_directory(str(directory)) == str(directory)
+    assert list(directory.iterdir()) == [] and os.stat(directory).st_size < grown
+    assert os.stat(directory).st_mode & 0o777 == 0o700
+    assert [p.name for p in tmp_path.iterdir()] == ["templates"]  # nothing left beside it
+    cache.PRUNE_AT = 1 << 20
+    (directory / "kept").write_bytes(b"entry")
+    assert cache.private_directory(str(directory)) == str(directory)
+    assert [p.name for p in directory.iterdir()] == ["kept"]
