@@ -30,9 +30,10 @@ description:
     I(adopt_dir). It checks every row that the current schema would reject first and stops,
     naming them, before any change; then, in one transaction, gives the tables to I(owner_role),
     runs the adoption script as that role, and records the migrations the script brings the
-    database to as applied (C(how = adopted)). It also lists the objects in schema public that
-    I(owner_role) does not own (a database made before the owner role existed, or by hand), as
-    I(foreign_objects), for the caller to give to the owner.
+    database to as applied (C(how = adopted)). Then it gives I(owner_role) the objects in schema
+    public it does not own (a database made before the owner role existed, or changed by hand as
+    the administrator), in one transaction, and lists them as I(foreign_objects): the owner runs
+    the migrations, which alter them.
   - With I(privileges) (C(state=latest)), it then grants each application role the table
     privileges it lacks, and only those, in one transaction under the same advisory lock (two
     concurrent GRANTs on a table fail one with "tuple concurrently updated"). Run as the owner
@@ -139,8 +140,9 @@ EXAMPLES = r"""
 RETURN = r"""
 foreign_objects:
   description: With C(state=adopted), the tables, views, materialized views and sequences in
-    schema public that I(owner_role) does not own (sequences owned by a column and extension
-    members left out), as C(name) (schema-qualified) and C(type).
+    schema public that I(owner_role) did not own and was given (or would be, in check mode;
+    sequences owned by a column follow their table, extension members are left out), as
+    C(name) (schema-qualified) and C(type).
   type: list
   elements: dict
   returned: always
@@ -698,7 +700,7 @@ def adopt(conn, migrations, adopt_dir, owner_role, check_mode, lock_timeout):
 # What schema public holds that the owner role does not own: a sequence owned by a column follows
 # its table, and extension members stay as they are.
 FOREIGN_OBJECTS = """
-    SELECT n.nspname || '.' || c.relname,
+    SELECT n.nspname, c.relname,
            CASE c.relkind WHEN 'S' THEN 'sequence' WHEN 'v' THEN 'view'
                           WHEN 'm' THEN 'matview' ELSE 'table' END
     FROM pg_class c
@@ -708,16 +710,30 @@ FOREIGN_OBJECTS = """
       AND NOT EXISTS (SELECT 1 FROM pg_depend d
                       WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
                         AND d.deptype IN ('a', 'i', 'e'))
-    ORDER BY 1
+    ORDER BY 1, 2
 """
+ALTER_OWNER = {"table": "TABLE", "sequence": "SEQUENCE", "view": "VIEW", "matview": "MATERIALIZED VIEW"}
 
 
-def foreign_objects(conn, owner_role):
+def give_foreign_objects(conn, owner_role, check_mode):
+    """Give owner_role what it does not own in schema public (read again, and given, in one
+    transaction); what it was given, or would be in check mode."""
     with conn.cursor() as cursor:
         cursor.execute(FOREIGN_OBJECTS, {"owner": owner_role})
-        found = [{"name": name, "type": kind} for name, kind in cursor.fetchall()]
-    conn.rollback()
-    return found
+        found = cursor.fetchall()
+        if found and not check_mode:
+            try:
+                for schema, name, kind in found:
+                    cursor.execute(sql.SQL("ALTER {} {} OWNER TO {}").format(
+                        sql.SQL(ALTER_OWNER[kind]), sql.Identifier(schema, name), sql.Identifier(owner_role)))
+            except psycopg2.Error as exc:
+                conn.rollback()
+                raise MigrationError(f"giving {schema}.{name} to {owner_role} failed and nothing was given: "
+                                     f"{(exc.pgerror or str(exc)).strip()}") from exc
+            conn.commit()
+        else:
+            conn.rollback()
+    return [{"name": f"{schema}.{name}", "type": kind} for schema, name, kind in found]
 
 
 def connect(params):
@@ -781,7 +797,7 @@ def main():
         elif state == "adopted":
             result = adopt(conn, migrations, params["adopt_dir"], params["owner_role"],
                            module.check_mode, params["lock_timeout"])
-            result["foreign_objects"] = foreign_objects(conn, params["owner_role"])
+            result["foreign_objects"] = give_foreign_objects(conn, params["owner_role"], module.check_mode)
         else:
             result = dict(run(conn, migrations, state, module.check_mode, params["lock_timeout"],
                               params["ddl_lock_timeout"], params["statement_timeout"]),
@@ -797,7 +813,7 @@ def main():
         conn.close()
 
     changed = bool(result["applied"] or result["rolled_back"] or result["repaired"] or result["adopted"]
-                   or result.get("granted"))
+                   or result.get("granted") or result.get("foreign_objects"))
     module.exit_json(changed=changed, **{"foreign_objects": [], "granted": [], **result})
 
 

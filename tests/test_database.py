@@ -140,8 +140,11 @@ def test_create_gives_the_owner_what_the_administrator_made_and_keeps_the_rows(s
     checked = run_playbook("playbooks/db-create.yml", "--check", extra_vars=vars_)
     assert checked.rc == 0 and checked.recap["cruddur-db"]["changed"] > 0, checked.output[-3000:]
     assert dict(query(scratch_db_name, owners))["activities"] == "postgres"  # --check changed nothing
+    given = "cruddur_owner what the administrator owned: public.activities, public.note_bodies, public.notes."
+    assert f"Would give {given}" in " ".join(checked.output.split())
     run = run_playbook("playbooks/db-create.yml", extra_vars=vars_)
     assert run.rc == 0, run.output[-3000:]
+    assert f"Gave {given}" in " ".join(run.output.split())
     assert dict(query(scratch_db_name, owners)) == dict.fromkeys(
         ("activities", "note_bodies", "notes", "notes_id_seq"), "cruddur_owner")
     assert query(scratch_db_name, "SELECT body FROM notes") == [("kept",)]
