@@ -250,9 +250,17 @@ class SqlMigration:
         self.path = yoyo_migration.path
         with open(self.path, "rb") as handle:
             self.sha256 = hashlib.sha256(handle.read()).hexdigest()
-        directives, _comment, self.statements = read_sql_migration(self.path)
-        self.transactional = directives.get("transactional", "true").lower() != "false"
+        # Parsed by yoyo when it loaded the migration (to order them); the statements are split
+        # again only for a migration that is applied (sqlparse is the slow part of a run).
+        self.transactional = getattr(yoyo_migration.module, "__transactional__", True)
+        self._statements = None
         self.rollback_path = re.sub(r"\.sql$", ".rollback.sql", self.path)
+
+    @property
+    def statements(self):
+        if self._statements is None:
+            self._statements = read_sql_migration(self.path)[2]
+        return self._statements
 
     def rollback_statements(self):
         if not os.path.exists(self.rollback_path):
@@ -766,11 +774,18 @@ def main():
         module.fail_json(msg=missing_required_lib("yoyo-migrations"), exception=YOYO_IMPORT_ERROR)
 
     params = module.params
-    try:
-        migrations = load_migrations(params["migrations_dir"])
-    except MigrationError as exc:
-        module.fail_json(msg=str(exc))
 
+    def migrations_or_fail(conn=None):
+        try:
+            return load_migrations(params["migrations_dir"])
+        except MigrationError as exc:
+            if conn is not None:
+                conn.close()
+            module.fail_json(msg=str(exc))
+
+    # The adoption step reads them only in a database that exists (db-setup's, just dropped, does
+    # not): reading and ordering them is most of a run that finds nothing to do.
+    migrations = None if params["state"] == "adopted" else migrations_or_fail()
     where = pg_where(params)
     try:
         conn = connect(params)
@@ -789,6 +804,8 @@ def main():
         module.fail_json(msg=f"cannot connect to {where}: {reason(exc)}")
 
     state = params["state"]
+    if migrations is None:
+        migrations = migrations_or_fail(conn)
     try:
         if state == "status":
             result = status(conn, migrations)
