@@ -792,9 +792,9 @@ def main():
     except psycopg2.OperationalError as exc:
         if params["state"] in ("adopted", "status") and "does not exist" in str(exc):
             # Nothing to adopt in a database still to be created; nothing applied in it yet.
-            module.exit_json(changed=False, applied=[], rolled_back=[], current=[], repaired=[],
-                             adopted=[], granted=[], foreign_objects=[], status=[{"id": m.id, "state": "pending"} for m in migrations]
-                             if params["state"] == "status" else [])
+            pending = [{"id": m.id, "state": "pending"} for m in migrations or []]
+            module.exit_json(changed=False, applied=[], rolled_back=[], current=[], repaired=[], adopted=[],
+                             granted=[], foreign_objects=[], status=pending if params["state"] == "status" else [])
         if module.check_mode and "does not exist" in str(exc):
             # The database itself is still to be created (by an earlier task, simulated in
             # --check): everything would be applied.

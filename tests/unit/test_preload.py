@@ -139,31 +139,36 @@ def test_a_forked_worker_makes_an_aws_client_without_reading_botocore_data_again
 PROBE_PLAYBOOK = """
 - hosts: localhost
   gather_facts: false
-  vars: {ansible_python_interpreter: "{{ ansible_playbook_python }}"}
+  vars:
+    ansible_python_interpreter: "{{ ansible_playbook_python }}"
+    # more variables
   tasks:
     - name: What the worker has when the module runs
       probe: {}
       register: probe
     - name: Show it
       ansible.builtin.debug:
-        msg: "probe: {{ probe.seen | to_json(separators=[',', ':']) }}"
+        msg: "seen-by-probe={{ probe.seen | to_json(separators=[',', ':']) }}"
 """
 
 
-def run_probe(tmp_path, module_source: str) -> dict[str, object]:
+def run_probe(tmp_path, module_source: str, play_vars: str = "", args=(), outputs=None) -> dict[str, object]:
     """A module (library/probe.py) run by a playbook reports what it sees in its result's `seen`:
-    with the in-process runner on ("1": in the worker) and off ("0": shipped, a process of its own)."""
+    with the in-process runner on ("1": in the worker) and off ("0": shipped, a process of its own).
+    `play_vars` (YAML lines) go into the play's vars; each run's output into `outputs`."""
     import json
 
     (tmp_path / "library").mkdir(exist_ok=True)
     (tmp_path / "library" / "probe.py").write_text(module_source)
     playbook = tmp_path / "probe.yml"
-    playbook.write_text(PROBE_PLAYBOOK)
+    playbook.write_text(PROBE_PLAYBOOK.replace("    # more variables\n", play_vars))
     seen = {}
     for switch in ("1", "0"):
-        run = run_playbook(str(playbook), env={"CRUDDUR_IN_PROCESS": switch})
+        run = run_playbook(str(playbook), *args, env={"CRUDDUR_IN_PROCESS": switch})
         assert run.rc == 0, run.output[-3000:]
-        seen[switch] = json.loads(run.output.split("probe: ")[1].split()[0].strip("'\""))
+        seen[switch] = json.loads(run.output.rsplit("seen-by-probe=", 1)[1].split()[0].strip("'\""))
+        if outputs is not None:
+            outputs[switch] = run.output
     return seen
 
 
@@ -228,16 +233,13 @@ def test_the_workers_inherit_the_project_module_utils_their_module_imports(tmp_p
 
 
 def test_the_parent_loads_the_action_plugin_and_compiles_the_module_a_task_will_run(tmp_path):
-    (tmp_path / "library").mkdir()
-    (tmp_path / "library" / "probe.py").write_text(COMPILED_MODULE)
-    playbook = tmp_path / "probe.yml"
-    playbook.write_text(PROBE_PLAYBOOK)
-    run = run_playbook(str(playbook), "-vvvv", env={"CRUDDUR_IN_PROCESS": "1"})
-    assert run.rc == 0, run.output[-3000:]
+    outputs = {}
+    run_probe(tmp_path, COMPILED_MODULE, args=("-vvvv",), outputs=outputs)
     # A module without an action of its own runs under `normal` (plugins/action/normal.py).
-    assert "cruddur_preload: loaded action ansible.legacy.normal for probe" in run.output
-    assert "cruddur_preload: loaded action ansible.builtin.debug for ansible.builtin.debug" in run.output
-    assert f"cruddur_preload: compiled {tmp_path / 'library' / 'probe.py'} for probe" in run.output
+    assert "cruddur_preload: loaded action ansible.legacy.normal for probe" in outputs["1"]
+    assert "cruddur_preload: loaded action ansible.builtin.debug for ansible.builtin.debug" in outputs["1"]
+    assert f"cruddur_preload: compiled {tmp_path / 'library' / 'probe.py'} for probe" in outputs["1"]
+    assert "cruddur_preload:" not in outputs["0"]
 
 
 LOOKUP_MODULE = """
@@ -248,37 +250,15 @@ loader = sys.modules.get("ansible.plugins.loader")  # the controller's, in the w
 loaded = sorted(path.rsplit("/", 1)[-1] for path in loader.lookup_loader._module_cache) if loader else []
 module.exit_json(changed=False, seen=loaded)
 """
-
-LOOKUP_PLAYBOOK = """
-- hosts: localhost
-  gather_facts: false
-  vars:
-    ansible_python_interpreter: "{{ ansible_playbook_python }}"
-    # Never templated by the probe's task: only the parent can have loaded the plugin.
-    unused_home: "{{ lookup('ansible.builtin.env', 'HOME') }}"
-  tasks:
-    - name: What the worker has when the module runs
-      probe: {}
-      register: probe
-    - name: Show it
-      ansible.builtin.debug:
-        msg: "seen-by-probe={{ probe.seen | to_json(separators=[',', ':']) }}"
-"""
+# A variable of the play that the probe's task never templates: only the parent can have loaded
+# the lookup it names.
+UNUSED_LOOKUP = "    unused_home: \"{{ lookup('ansible.builtin.env', 'HOME') }}\"\n"
 
 
 def test_the_workers_inherit_the_lookups_the_play_names(tmp_path):
-    import json
-
-    (tmp_path / "library").mkdir()
-    (tmp_path / "library" / "probe.py").write_text(LOOKUP_MODULE)
-    playbook = tmp_path / "probe.yml"
-    playbook.write_text(LOOKUP_PLAYBOOK)
-    seen = {}
-    for switch in ("1", "0"):
-        run = run_playbook(str(playbook), "-vvvv", env={"CRUDDUR_IN_PROCESS": switch})
-        assert run.rc == 0, run.output[-3000:]
-        seen[switch] = (json.loads(run.output.rsplit("seen-by-probe=", 1)[1].split()[0].strip("'\"")), run.output)
-    assert "env.py" in seen["1"][0]
-    assert "cruddur_preload: loaded lookup ansible.builtin.env for play" in seen["1"][1]
+    outputs = {}
+    seen = run_probe(tmp_path, LOOKUP_MODULE, play_vars=UNUSED_LOOKUP, args=("-vvvv",), outputs=outputs)
+    assert "env.py" in seen["1"]
+    assert "cruddur_preload: loaded lookup ansible.builtin.env for play" in outputs["1"]
     # Switched off: the module's own process, with no controller code at all.
-    assert seen["0"][0] == []
+    assert seen["0"] == []
