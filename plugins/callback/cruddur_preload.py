@@ -286,7 +286,10 @@ class CallbackModule(CallbackBase):
         self._lookups: set[str] = set()
         self._in_process = load_plugin_module("in_process")
         self._in_process.install()
-        install_template_cache()
+        try:
+            install_template_cache()
+        except Exception as exc:  # noqa: BLE001 (an ansible-core without what it relies on: compile as before)
+            self._display.vvvv(f"cruddur_preload: templates compiled as Ansible does ({exc})")
 
     def load_lookups(self, names: set[str], why: str) -> None:
         """Load the lookup plugins named (module and configuration) into the loader's cache, which
