@@ -319,3 +319,20 @@ def test_dropping_twice_changes_nothing_the_second_time(scratch_db_name):
     second = run_playbook("playbooks/db-drop.yml", extra_vars=on_database(scratch_db_name))
     assert second.rc == 0 and second.changed() == 0, second.output[-3000:]
     assert query("postgres", "SELECT count(*) FROM pg_database WHERE datname = %s", (scratch_db_name,)) == [(0,)]
+
+
+def test_the_input_is_checked_first_the_connection_before_the_administrative_login():
+    """One assert checks the input: an incomplete connection is named before a missing
+    administrative password, and nothing is read or touched before either."""
+    no_password = {"user": "postgres", "password": ""}
+    run = run_playbook("playbooks/db-drop.yml", extra_vars={
+        "cruddur_db_connection": {"host": "", "name": "cruddur_never_made"}, "cruddur_db_admin": no_password})
+    text = " ".join(run.output.split())
+    assert run.rc != 0 and "The database connection is incomplete for cruddur-db" in text, run.output[-3000:]
+    assert "No password for the administrative login" not in text
+    assert run.recap["cruddur-db"]["changed"] == 0
+    run = run_playbook("playbooks/db-drop.yml", extra_vars={
+        "cruddur_db_connection": {"host": "127.0.0.1", "name": "cruddur_never_made"}, "cruddur_db_admin": no_password})
+    text = " ".join(run.output.split())
+    assert run.rc != 0 and "No password for the administrative login postgres of cruddur-db" in text, run.output[-3000:]
+    assert run.recap["cruddur-db"]["changed"] == 0
