@@ -30,6 +30,7 @@ turns it off; another value names the directory (default: .cache/templates in th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import marshal
@@ -113,8 +114,8 @@ class Store:
                     entry = marshal.loads(handle.read())
             except (OSError, EOFError, ValueError, TypeError):
                 return None
-        if entry is None:
-            return None
+        if not (isinstance(entry, tuple) and len(entry) == 2):
+            return None  # none, or not an entry of this layout: compiled again
         deps, code = entry
         if any(pass_kind(resolve(env, kind, name)) != how for kind, name, how in deps):
             return None  # a filter or test changed: compiled again, and the entry replaced
@@ -125,6 +126,7 @@ class Store:
         self.memory[key] = (deps, code)
         if not self.directory:
             return
+        temporary = None
         try:
             data = marshal.dumps((deps, code))
             handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=".new-")
@@ -133,6 +135,9 @@ class Store:
             os.replace(temporary, os.path.join(self.directory, key))
         except (OSError, ValueError):
             self.directory = None  # read-only, full, or gone: memory only from now on
+            if temporary:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
 
 
 # A directory whose own size passes this holds some ten thousand entries (about 120 bytes each on

@@ -267,11 +267,10 @@ def load_plugin_module(name: str):
 def install_template_cache() -> None:
     """plugins/template_cache.py, unless CRUDDUR_TEMPLATE_CACHE=0; another value names its
     directory (default: the project's .cache/templates)."""
-    setting = os.environ.get("CRUDDUR_TEMPLATE_CACHE", "")
-    if setting == "0":
-        return
-    directory = setting or os.path.join(os.path.dirname(PLUGINS), ".cache", "templates")
-    load_plugin_module("template_cache").install(directory)
+    cache = load_plugin_module("template_cache")
+    setting = os.environ.get(cache.SWITCH, "")
+    if setting != "0":
+        cache.install(setting or os.path.join(os.path.dirname(PLUGINS), ".cache", "templates"))
 
 
 class CallbackModule(CallbackBase):

@@ -152,3 +152,22 @@ def test_a_directory_grown_too_large_is_emptied_and_used_again(tmp_path):
     (directory / "kept").write_bytes(b"entry")
     assert cache.private_directory(str(directory)) == str(directory)
     assert [p.name for p in directory.iterdir()] == ["kept"]
+
+
+def test_a_damaged_entry_is_a_miss_not_an_error(tmp_path):
+    import importlib.util
+    import marshal
+
+    spec = importlib.util.spec_from_file_location("template_cache_damaged", REPO / "plugins" / "template_cache.py")
+    cache = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cache)
+    store = cache.Store(str(tmp_path))
+    (tmp_path / "cut").write_bytes(marshal.dumps(((), compile("1", "<t>", "eval")))[:-3])
+    (tmp_path / "other").write_bytes(marshal.dumps(["not", "an", "entry"]))
+    assert store.get("cut", None) is None and store.get("other", None) is None
+    assert store.get("absent", None) is None
+    code = compile("1 + 1", "<t>", "eval")
+    store.put("kept", (), code)
+    store.memory.clear()
+    assert eval(store.get("kept", None)) == 2  # noqa: S307 (the code this test compiled)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".new-")] == []
