@@ -82,7 +82,7 @@ def dependencies(env, tree: nodes.Template) -> tuple:
     """The filters and tests a template names, with how each is called now."""
     names = {("filter", node.name) for node in tree.find_all(nodes.Filter)}
     names |= {("test", node.name) for node in tree.find_all(nodes.Test)}
-    return tuple((kind, name, pass_kind(resolve(env, kind, name))) for kind, name in sorted(names))
+    return tuple((kind, name, how_called(env, kind, name)) for kind, name in sorted(names))
 
 
 def resolve(env, kind: str, name: str):
@@ -90,6 +90,32 @@ def resolve(env, kind: str, name: str):
         return (env.filters if kind == "filter" else env.tests).get(name)
     except Exception:  # noqa: BLE001 (a plugin that fails to load: Jinja sees no such filter)
         return None
+
+
+# How each name was called, per kind, for one state of its plugin loader. Every template engine
+# has an environment of its own whose plugin map starts empty, and a name the loader does not
+# find (Jinja's own filters and tests: length, mapping, join...) is searched for again each time,
+# about 0.3 ms each: every worker checking its cached templates' names paid that again. The
+# loader replaces its cache of wrappers whenever its search paths change (a role with
+# filter_plugins of its own), and what is known here is dropped with it.
+_CALLED: dict[str, tuple[object, dict[str, str]]] = {}
+
+
+def how_called(env, kind: str, name: str) -> str:
+    plugins = env.filters if kind == "filter" else env.tests
+    own = getattr(plugins, "_wrapped_funcs", {}).get(name)  # this environment's (or already looked up)
+    if own is not None:
+        return pass_kind(own)
+    generation = getattr(getattr(plugins, "_plugin_loader", None), "_cached_non_collection_wrappers", None)
+    if generation is None:
+        return pass_kind(resolve(env, kind, name))
+    known = _CALLED.get(kind)
+    if known is None or known[0] is not generation:
+        known = _CALLED[kind] = (generation, {})
+    how = known[1].get(name)
+    if how is None:
+        how = known[1][name] = pass_kind(resolve(env, kind, name))
+    return how
 
 
 def kept(source) -> bool:
@@ -117,7 +143,7 @@ class Store:
         if not (isinstance(entry, tuple) and len(entry) == 2):
             return None  # none, or not an entry of this layout: compiled again
         deps, code = entry
-        if any(pass_kind(resolve(env, kind, name)) != how for kind, name, how in deps):
+        if any(how_called(env, kind, name) != how for kind, name, how in deps):
             return None  # a filter or test changed: compiled again, and the entry replaced
         self.memory[key] = entry
         return code

@@ -289,6 +289,13 @@ class CallbackModule(CallbackBase):
             install_template_cache()
         except Exception as exc:  # noqa: BLE001 (an ansible-core without what it relies on: compile as before)
             self._display.vvvv(f"cruddur_preload: templates compiled as Ansible does ({exc})")
+        # A task skipped in this process (plugins/parent_skip.py) needs nothing loaded for its
+        # worker: what a worker inherits is loaded when one is about to be forked.
+        self._before_fork = False
+        try:
+            self._before_fork = load_plugin_module("parent_skip").install(before_fork=self.before_fork)
+        except Exception as exc:  # noqa: BLE001 (an ansible-core without what it relies on: every task forks)
+            self._display.vvvv(f"cruddur_preload: every task forks a worker ({exc})")
 
     def load_lookups(self, names: set[str], why: str) -> None:
         """Load the lookup plugins named (module and configuration) into the loader's cache, which
@@ -321,12 +328,20 @@ class CallbackModule(CallbackBase):
         if os.environ.get(self._in_process.SWITCH, "1") == "0":
             return
         self.load_lookups(lookups_named([task.args, task.when, task.vars], set()), task.action)
+        load_jinja_plugins()
+        if not self._before_fork:
+            self.before_fork(task)
+
+    def before_fork(self, task) -> None:
+        """Load what the task's worker, forked next, inherits (plugins/parent_skip.py calls this
+        just before the fork; without it, the task's start does)."""
+        if os.environ.get(self._in_process.SWITCH, "1") == "0":
+            return
         # What is alive now is kept out of the cycle collector's reach (after a collection of the
-        # young generations, what is new since the last task): the task's workers, forked next,
-        # then neither scan nor copy it (a collection writes to every object it visits, and each
+        # young generations, what is new since the last fork): the worker, forked next, then
+        # neither scans nor copies it (a collection writes to every object it visits, and each
         # write copies a page the fork shared). A full collection here found no garbage the young
         # ones miss, and its first run walked everything start-up made (13 ms).
-        load_jinja_plugins()
         gc.collect(1)
         gc.freeze()
         if task.action in self._seen:

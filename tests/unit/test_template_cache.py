@@ -63,6 +63,30 @@ store.memory.clear()
 environment = TemplateEngine(variables={"name": "cy"})
 environment.environment.filters["upper"] = upper
 seen["changed_filter"] = (environment.template(from_file("{{ name | upper }}")), len(compiled) - count)
+# A filter directory added later (a role's filter_plugins) brings a filter by a name known before
+# (Jinja's own length) that takes its arguments otherwise: what was known of the name is dropped.
+import tempfile, textwrap
+from ansible.plugins.loader import filter_loader
+count = len(compiled)
+length_before = TemplateEngine(variables={"xs": [1, 2]}).template(from_file("{{ xs | length }}"))
+store.memory.clear()  # read back in a new environment: how length is called is looked up, and kept
+length_before = (length_before, TemplateEngine(variables={"xs": [1, 2, 3]}).template(from_file("{{ xs | length }}")))
+plugins = tempfile.mkdtemp()
+with open(os.path.join(plugins, "counting.py"), "w") as plugin:
+    plugin.write(textwrap.dedent("""
+        from jinja2.utils import pass_context
+        @pass_context
+        def length(context, value):
+            return f"{len(value)} items"
+        class FilterModule:
+            def filters(self):
+                return {"length": length}
+    """))
+filter_loader.add_directory(plugins)
+store.memory.clear()
+seen["filter_directory_added"] = (length_before,
+                                  TemplateEngine(variables={"xs": [1, 2]}).template(from_file("{{ xs | length }}")),
+                                  len(compiled) - count)
 print(json.dumps(seen))
 '''
 
@@ -94,6 +118,11 @@ def test_only_what_was_read_from_a_plain_file_is_written(tmp_path):
 def test_a_filter_that_now_takes_its_arguments_otherwise_gets_the_template_compiled_again(tmp_path):
     seen = run_script(tmp_path / "templates")
     assert seen["changed_filter"] == ["CY!", 1]
+
+
+def test_a_filter_directory_added_later_drops_what_was_known_of_its_names(tmp_path):
+    seen = run_script(tmp_path / "templates")
+    assert seen["filter_directory_added"] == [[2, 3], "2 items", 2]
 
 
 def test_a_directory_others_may_write_to_is_not_used(tmp_path):

@@ -1,0 +1,116 @@
+"""plugins/parent_skip.py: a task whose conditions are false is skipped in ansible-playbook's own
+process, with the result, output and counts a worker would have given, and no worker forked."""
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO, VENV_BIN
+
+PLAYBOOK = """
+- hosts: localhost
+  gather_facts: false
+  remote_user: deploy
+  vars:
+    ansible_python_interpreter: "{{ ansible_playbook_python }}"
+    flag: false
+  tasks:
+    - name: Skipped on a plain variable
+      ansible.builtin.debug: {msg: never}
+      when: flag | bool
+      register: plain
+    - name: Skipped on a variable the play context adds
+      ansible.builtin.command: /bin/false
+      when: ansible_user != 'deploy'
+      register: magic
+    - name: Skipped, its output hidden
+      ansible.builtin.debug: {msg: secret}
+      when: flag
+      no_log: true
+    - name: Skipped include
+      ansible.builtin.include_tasks: missing.yml
+      when: flag
+    - name: Runs, its condition true
+      ansible.builtin.set_fact: {ran: true}
+      when: not flag
+    - name: A loop, judged per item by its worker
+      ansible.builtin.debug: {msg: "{{ item }}"}
+      loop: [1, 2]
+      when: item > 5
+    - name: A condition that fails to evaluate
+      ansible.builtin.debug: {msg: never}
+      when: nowhere_defined.attribute
+      ignore_errors: true
+      register: broken
+    - name: Show what was registered
+      ansible.builtin.debug:
+        msg: "{{ {'plain': plain, 'magic': magic, 'ran': ran, 'broken': broken.msg} }}"
+"""
+SKIPPED_HERE = ["Skipped on a plain variable", "Skipped on a variable the play context adds",
+                "Skipped, its output hidden", "Skipped include"]
+
+# ansible-playbook, with each worker it starts named on stderr at exit.
+COUNTING = r"""
+import atexit, json, runpy, sys
+from ansible.executor.process import worker
+forked = []
+start = worker.WorkerProcess.start
+def counted(self):
+    forked.append(self._task.get_name())
+    return start(self)
+worker.WorkerProcess.start = counted
+atexit.register(lambda: print("forked-for=" + json.dumps(forked), file=sys.stderr))
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def run(tmp_path, switch: str, callback: str, *args: str) -> tuple[str, list[str]]:
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(PLAYBOOK)
+    env = {"PATH": f"{VENV_BIN}:/usr/bin:/bin", "HOME": str(tmp_path), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+           "ANSIBLE_NOCOLOR": "1", "ANSIBLE_STDOUT_CALLBACK": callback, "CRUDDUR_PARENT_SKIP": switch}
+    proc = subprocess.run([sys.executable, "-c", COUNTING, str(VENV_BIN / "ansible-playbook"), str(playbook), *args],
+                          cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    forked = json.loads(proc.stderr.split("forked-for=")[1].splitlines()[0])
+    return proc.stdout, forked
+
+
+def without_times(value):
+    """A json callback result without what differs between any two runs (times, task ids)."""
+    if isinstance(value, dict):
+        return {k: without_times(v) for k, v in value.items() if k not in ("duration", "id")}
+    if isinstance(value, list):
+        return [without_times(v) for v in value]
+    return value
+
+
+def test_a_false_condition_is_judged_without_a_worker_and_reported_as_a_worker_reports_it(tmp_path):
+    off, forked_off = run(tmp_path, "0", "json")
+    on, forked_on = run(tmp_path, "1", "json")
+    # Every result, registered value, hidden output and count is the same...
+    assert without_times(json.loads(on)) == without_times(json.loads(off))
+    results = json.loads(on)["plays"][0]["tasks"]
+    shown = results[-1]["hosts"]["localhost"]["msg"]
+    assert shown["plain"] == {"changed": False, "false_condition": "flag | bool",
+                              "skip_reason": "Conditional result was False", "skipped": True}
+    assert shown["magic"]["false_condition"] == "ansible_user != 'deploy'"
+    assert "'nowhere_defined' is undefined" in shown["broken"]
+    assert results[2]["hosts"]["localhost"]["_ansible_no_log"] is True
+    assert json.loads(on)["stats"]["localhost"] == {"changed": 0, "failures": 0, "ignored": 1, "ok": 3,
+                                                    "rescued": 0, "skipped": 5, "unreachable": 0}
+    # ...but the four tasks whose conditions are false forked no worker; the others still do.
+    assert [name for name in forked_off if name not in forked_on] == SKIPPED_HERE
+    assert [name for name in forked_off if name not in SKIPPED_HERE] == forked_on
+    assert "A loop, judged per item by its worker" in forked_on
+    assert "A condition that fails to evaluate" in forked_on
+
+
+def test_the_default_output_is_the_same_and_says_so_at_vvv(tmp_path):
+    off, _ = run(tmp_path, "0", "ansible.builtin.default")
+    on, _ = run(tmp_path, "1", "ansible.builtin.default")
+    assert on == off
+    assert "skipping: [localhost]" in on
+    verbose, _ = run(tmp_path, "1", "ansible.builtin.default", "-vvv")
+    assert "'Skipped include' skipped in ansible-playbook's own process, no worker forked" in verbose
