@@ -30,15 +30,11 @@ turns it off; another value names the directory (default: .cache/templates in th
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import marshal
 import os
-import shutil
-import stat
 import sys
-import tempfile
 import threading
 import types
 
@@ -50,6 +46,17 @@ from jinja2.utils import _PassArg
 from ansible.module_utils.ansible_release import __version__ as ANSIBLE_VERSION
 from ansible._internal._datatag._tags import Origin, SourceWasEncrypted, VaultedValue
 from ansible._internal._templating import _engine, _jinja_bits
+
+
+def _sibling(name: str):
+    """plugins/<name>.py (this file is loaded by path, not as part of a package)."""
+    spec = importlib.util.spec_from_file_location(f"cruddur_{name}", os.path.join(os.path.dirname(__file__), f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+private_cache = _sibling("private_cache")
 
 SWITCH = "CRUDDUR_TEMPLATE_CACHE"
 # The layout of an entry; a change makes every older entry a miss.
@@ -136,9 +143,8 @@ class Store:
         entry = self.memory.get(key)
         if entry is None and self.directory:
             try:
-                with open(os.path.join(self.directory, key), "rb") as handle:
-                    entry = marshal.loads(handle.read())
-            except (OSError, EOFError, ValueError, TypeError):
+                entry = marshal.loads(private_cache.read(self.directory, key) or b"")
+            except (EOFError, ValueError, TypeError):
                 return None
         if not (isinstance(entry, tuple) and len(entry) == 2):
             return None  # none, or not an entry of this layout: compiled again
@@ -152,44 +158,12 @@ class Store:
         self.memory[key] = (deps, code)
         if not self.directory:
             return
-        temporary = None
         try:
             data = marshal.dumps((deps, code))
-            handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=".new-")
-            with os.fdopen(handle, "wb") as out:
-                out.write(data)
-            os.replace(temporary, os.path.join(self.directory, key))
-        except (OSError, ValueError):
+        except ValueError:
+            return
+        if not private_cache.write(self.directory, key, data):
             self.directory = None  # read-only, full, or gone: memory only from now on
-            if temporary:
-                with contextlib.suppress(OSError):
-                    os.unlink(temporary)
-
-
-# A directory whose own size passes this holds some ten thousand entries (about 120 bytes each on
-# ext4): templates that changed or are gone accumulate, so it is emptied and filled again.
-PRUNE_AT = 1 << 20
-
-
-def private_directory(path: str) -> str | None:
-    """The directory, made if missing (or emptied when it has grown past PRUNE_AT), when it is
-    this user's and no one else's; else None."""
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        info = os.stat(path)
-        if info.st_uid == os.getuid() and info.st_size > PRUNE_AT:
-            # A new directory (a directory does not shrink as its entries go), swapped in whole.
-            fresh = tempfile.mkdtemp(dir=os.path.dirname(path), prefix=".templates-")
-            old = fresh + ".old"
-            os.rename(path, old)
-            os.rename(fresh, path)
-            shutil.rmtree(old, ignore_errors=True)
-            info = os.stat(path)
-    except OSError:
-        return None
-    if info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
-        return None
-    return path
 
 
 def key_of(kind: str, env, source: str, escape_backslashes: bool) -> str:
@@ -216,7 +190,7 @@ def install(directory: str | None) -> Store:
     engine = _engine.TemplateEngine
     if getattr(engine._compile_template, "cruddur_cached", None):
         return engine._compile_template.cruddur_cached
-    store = Store(private_directory(directory) if directory else None)
+    store = Store(private_cache.private_directory(directory) if directory else None)
     env_class = _jinja_bits.AnsibleEnvironment
     original_template, original_expression = engine._compile_template, engine._compile_expression
     original_generate, original_compile = env_class._generate, env_class._compile

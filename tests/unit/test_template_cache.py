@@ -172,14 +172,14 @@ def test_a_directory_grown_too_large_is_emptied_and_used_again(tmp_path):
     for number in range(400):
         (directory / f"{number:064d}").write_bytes(b"old entry")
     grown = os.stat(directory).st_size
-    cache.PRUNE_AT = grown - 1  # this one has grown past the limit
-    assert cache.private_directory(str(directory)) == str(directory)
+    cache.private_cache.PRUNE_AT = grown - 1  # this one has grown past the limit
+    assert cache.private_cache.private_directory(str(directory)) == str(directory)
     assert list(directory.iterdir()) == [] and os.stat(directory).st_size < grown
     assert os.stat(directory).st_mode & 0o777 == 0o700
     assert [p.name for p in tmp_path.iterdir()] == ["templates"]  # nothing left beside it
-    cache.PRUNE_AT = 1 << 20
+    cache.private_cache.PRUNE_AT = 1 << 20
     (directory / "kept").write_bytes(b"entry")
-    assert cache.private_directory(str(directory)) == str(directory)
+    assert cache.private_cache.private_directory(str(directory)) == str(directory)
     assert [p.name for p in directory.iterdir()] == ["kept"]
 
 
