@@ -289,11 +289,11 @@ class CallbackModule(CallbackBase):
             install_template_cache()
         except Exception as exc:  # noqa: BLE001 (an ansible-core without what it relies on: compile as before)
             self._display.vvvv(f"cruddur_preload: templates compiled as Ansible does ({exc})")
-        # A task skipped in this process (plugins/parent_skip.py) needs nothing loaded for its
+        # A task settled in this process (plugins/in_parent.py) needs nothing loaded for a
         # worker: what a worker inherits is loaded when one is about to be forked.
         self._before_fork = False
         try:
-            self._before_fork = load_plugin_module("parent_skip").install(before_fork=self.before_fork)
+            self._before_fork = load_plugin_module("in_parent").install(before_fork=self.before_fork)
         except Exception as exc:  # noqa: BLE001 (an ansible-core without what it relies on: every task forks)
             self._display.vvvv(f"cruddur_preload: every task forks a worker ({exc})")
 
@@ -333,7 +333,7 @@ class CallbackModule(CallbackBase):
             self.before_fork(task)
 
     def before_fork(self, task) -> None:
-        """Load what the task's worker, forked next, inherits (plugins/parent_skip.py calls this
+        """Load what the task's worker, forked next, inherits (plugins/in_parent.py calls this
         just before the fork; without it, the task's start does)."""
         if os.environ.get(self._in_process.SWITCH, "1") == "0":
             return
