@@ -261,6 +261,11 @@ _CODE: dict[tuple[str, int, int], types.CodeType] = vars(ActionBase).get("_crudd
 ActionBase._cruddur_module_code = _CODE
 
 
+def remember_code(path: str, info: os.stat_result, code: types.CodeType) -> None:
+    """The code of the module at `path` as it was when stat'ed (`info`), compiled by the caller."""
+    _CODE[(path, info.st_mtime_ns, info.st_size)] = code
+
+
 def module_code(path: str, tree=None) -> types.CodeType:
     """The code of the module at `path`, compiled the first time this process asks (from its
     syntax tree when the caller has parsed it already)."""

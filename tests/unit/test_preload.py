@@ -264,3 +264,32 @@ def test_the_workers_inherit_the_lookups_the_play_names(tmp_path):
     assert "cruddur_preload: loaded lookup ansible.builtin.env for play" in outputs["1"]
     # Switched off: the module's own process, with no controller code at all.
     assert seen["0"] == []
+
+
+def test_a_modules_analysis_is_kept_and_read_back_by_the_next_run(tmp_path, monkeypatch):
+    source = tmp_path / "mod.py"
+    text = b"import boto3\nfrom ansible.module_utils.basic import AnsibleModule\nCLIENT = boto3.client('ec2')\n"
+    source.write_bytes(text)
+    private = preload.load_plugin_module("private_cache")
+    directory = tmp_path / "modules"
+    directory.mkdir(mode=0o700)
+    parses = []
+    real_parse = preload.ast.parse
+    monkeypatch.setattr(preload.ast, "parse", lambda *a, **k: parses.append(a[1]) or real_parse(*a, **k))
+
+    def analyse(data: bytes):
+        analyses = preload.Analyses(str(directory))  # a new run: nothing in memory
+        analyses.private = private
+        return analyses.get(str(source), "ansible_collections.amazon.aws.plugins.modules.mod", data)
+
+    first = analyse(text)
+    assert first[:2] == (["boto3", "ansible.module_utils.basic"], {"ec2"})
+    assert first[2].co_filename == str(source)
+    assert len(list(directory.iterdir())) == 1 and parses == [str(source)]
+    again = analyse(text)
+    assert again[:2] == first[:2] and again[2] == first[2] and parses == [str(source)]  # read back
+    changed = analyse(text.replace(b"'ec2'", b"'rds'"))  # another source: analysed, a new entry
+    assert changed[1] == {"rds"} and len(parses) == 2 and len(list(directory.iterdir())) == 2
+    for entry in directory.iterdir():
+        entry.write_bytes(b"\x00damaged")
+    assert analyse(text)[:2] == first[:2] and len(parses) == 3  # a damaged entry is analysed again
