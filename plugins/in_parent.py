@@ -36,9 +36,12 @@ import os
 import pickle
 import sys
 
+import ansible
 from ansible.utils.display import Display
 
 display = Display()
+# Where ansible-core's own action plugins are.
+CORE_ACTIONS = os.path.join(os.path.dirname(os.path.realpath(ansible.__file__)), "plugins", "action", "")
 
 SWITCH = "CRUDDUR_IN_PARENT"
 # The actions whose worker only computes on the controller: no connection, no module, no prompt.
@@ -104,11 +107,8 @@ def controller_only(task) -> bool:
         action = action_loader.get(task.action, class_only=True, collection_list=task.collections)
     except Exception:  # noqa: BLE001 (the worker reports it)
         return False
-    import ansible
-
-    core = os.path.join(os.path.dirname(os.path.realpath(ansible.__file__)), "plugins", "action", "")
     source = getattr(sys.modules.get(getattr(action, "__module__", "")), "__file__", None) or ""
-    return os.path.realpath(source).startswith(core)
+    return os.path.realpath(source).startswith(CORE_ACTIONS)
 
 
 def run_here(strategy, host, task, task_vars: dict, play_context) -> tuple[dict, object]:

@@ -266,17 +266,15 @@ def remember_code(path: str, info: os.stat_result, code: types.CodeType) -> None
     _CODE[(path, info.st_mtime_ns, info.st_size)] = code
 
 
-def module_code(path: str, tree=None) -> types.CodeType:
-    """The code of the module at `path`, compiled the first time this process asks (from its
-    syntax tree when the caller has parsed it already)."""
+def module_code(path: str) -> types.CodeType:
+    """The code of the module at `path`, compiled the first time this process asks (unless the
+    preload compiled it before the fork: remember_code)."""
     info = os.stat(path)
     key = (path, info.st_mtime_ns, info.st_size)
     code = _CODE.get(key)
     if code is None:
-        if tree is None:
-            with open(path, "rb") as source:
-                tree = source.read()
-        code = _CODE[key] = compile(tree, path, "exec", dont_inherit=True)
+        with open(path, "rb") as source:
+            code = _CODE[key] = compile(source.read(), path, "exec", dont_inherit=True)
     return code
 
 

@@ -1,9 +1,10 @@
-"""A cache directory that is its owner's alone, and its entries, written whole or not at all.
+"""A cache directory that is its owner's alone, its entries written whole or not at all, and a
+store of values keyed by the text they are made from.
 
-Shared by plugins/template_cache.py (compiled templates) and plugins/startup_cache.py (what
-ansible-core parses at every start-up). Their files are read back as code or data, as Python reads
-__pycache__: a directory anyone else could write to is never used. Imports nothing of Ansible's
-(plugins/startup_cache.py loads it before Ansible itself is imported).
+Shared by plugins/template_cache.py (compiled templates), plugins/startup_cache.py (what
+ansible-core parses at every start-up) and plugins/callback/cruddur_preload.py (modules'
+analyses). Their files are read back as code or data, as Python reads __pycache__: a directory
+anyone else could write to is never used. Imports nothing of Ansible's.
 """
 
 from __future__ import annotations
@@ -63,3 +64,47 @@ def write(directory: str, key: str, data: bytes) -> bool:
                 os.unlink(temporary)
         return False
     return True
+
+
+class Store:
+    """Values by the text they are made from (parsed, analysed, compiled), one file each in a
+    private directory, checked when first used. A value is kept only when its codec (marshal
+    unless given) gives back an equal one; a damaged entry is made again and replaced."""
+
+    FORMAT = 1  # the layout of a key; a change makes every older entry a miss
+
+    def __init__(self, path: str):
+        self.path = path
+        self._directory: str | None | bool = False  # False: not checked yet
+
+    def directory(self) -> str | None:
+        if self._directory is False:
+            self._directory = private_directory(self.path)
+        return self._directory
+
+    def value(self, kind: str, text: bytes, make, *identity, codec=None):
+        """make()'s value for this text, read back when it was made before, else made and kept."""
+        import hashlib
+        import marshal
+        import sys
+
+        codec = codec or marshal
+        directory = self.directory()
+        if directory is None:
+            return make()
+        key = hashlib.sha256(repr((self.FORMAT, kind, sys.version, identity)).encode("utf-8", "surrogateescape")
+                             + b"\0" + text).hexdigest()
+        data = read(directory, key)
+        if data is not None:
+            try:
+                return codec.loads(data)
+            except Exception:  # noqa: BLE001,S110 (damaged: made again, and replaced)
+                pass
+        value = make()
+        try:
+            data = codec.dumps(value)
+            if codec.loads(data) == value:
+                write(directory, key, data)
+        except Exception:  # noqa: BLE001,S110 (not data this codec keeps: not kept)
+            pass
+        return value

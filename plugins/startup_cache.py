@@ -21,22 +21,18 @@ falls back to parsing. CRUDDUR_STARTUP_CACHE=0 turns it off; another value names
 
 from __future__ import annotations
 
-import hashlib
 import importlib.machinery
-import importlib.util
-import marshal
 import os
-import pickle
 import sys
 
 SWITCH = "CRUDDUR_STARTUP_CACHE"
 HERE = os.path.dirname(os.path.realpath(__file__))
 DIRECTORY = os.path.join(os.path.dirname(HERE), ".cache", "startup")
-# The layout of an entry; a change makes every older entry a miss.
-FORMAT = 1
 
 
 def _sibling(name: str):
+    import importlib.util
+
     spec = importlib.util.spec_from_file_location(f"cruddur_{name}", os.path.join(HERE, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -44,43 +40,20 @@ def _sibling(name: str):
 
 
 class Store:
-    """Values by the text they were parsed from, in a private directory (checked when first used)."""
+    """private_cache.Store, loaded when first used: the .pth import at every start of the venv's
+    Python stays a few imports of the standard library's that are loaded already."""
 
     def __init__(self, directory: str):
         self.path = directory
-        self._directory: str | None | bool = False  # False: not checked yet
-        self._private = None
+        self._store = None
 
-    def directory(self) -> str | None:
-        if self._directory is False:
+    def value(self, kind: str, text: bytes, parse, *identity, codec=None):
+        if self._store is None:
             try:
-                self._private = _sibling("private_cache")
-                self._directory = self._private.private_directory(self.path)
+                self._store = _sibling("private_cache").Store(self.path)
             except Exception:  # noqa: BLE001 (no cache: parsed as before)
-                self._directory = None
-        return self._directory
-
-    def value(self, kind: str, text: bytes, parse, *identity, codec=marshal):
-        """parse()'s value, read back when this text was parsed before, else parsed and kept
-        (when the codec gives back an equal value)."""
-        directory = self.directory()
-        if directory is None:
-            return parse()
-        key = hashlib.sha256(repr((FORMAT, kind, sys.version, identity)).encode() + b"\0" + text).hexdigest()
-        data = self._private.read(directory, key)
-        if data is not None:
-            try:
-                return codec.loads(data)
-            except Exception:  # noqa: BLE001,S110 (damaged: parsed again, and replaced)
-                pass
-        value = parse()
-        try:
-            data = codec.dumps(value)
-            if codec.loads(data) == value:
-                self._private.write(directory, key, data)
-        except Exception:  # noqa: BLE001,S110 (not data this codec keeps: not kept)
-            pass
-        return value
+                return parse()
+        return self._store.value(kind, text, parse, *identity, codec=codec)
 
 
 def yaml_identity() -> tuple:
@@ -144,6 +117,8 @@ class _DocumentationYaml:
         origin = Origin.get_tag(stream)
         if origin is None or VaultedValue.is_tagged_on(stream) or SourceWasEncrypted.is_tagged_on(stream):
             return self._module.load(stream, Loader=Loader)
+        import pickle
+
         return self._store.value("plugin-documentation", stream.encode("utf-8", "surrogateescape"),
                                  lambda: self._module.load(stream, Loader=Loader),
                                  repr(origin), ansible_version, *yaml_identity(), codec=pickle)

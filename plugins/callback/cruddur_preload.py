@@ -51,12 +51,9 @@ action plugin links in plugins/action cannot reach.
 from __future__ import annotations
 
 import ast
-import functools
 import gc
-import hashlib
 import importlib
 import importlib.util
-import marshal
 import os
 import re
 import sys
@@ -93,20 +90,9 @@ def loaded_nodes(node):
         yield from loaded_nodes(child)
 
 
-@functools.lru_cache(maxsize=None)
-def parsed(path: str) -> ast.Module:
-    """A module's syntax tree, parsed once per run."""
-    with open(path, "rb") as source:
-        return ast.parse(source.read(), path)
-
-
-def module_imports(path: str, module_name: str | None) -> list[str]:
+def imports_of(tree: ast.Module, module_name: str | None) -> list[str]:
     """The dotted names a module imports when it loads (relative ones resolved against its own
     dotted name; none for a module run as a file)."""
-    return imports_of(parsed(path), module_name)
-
-
-def imports_of(tree: ast.Module, module_name: str | None) -> list[str]:
     names = []
     for node in loaded_nodes(tree):
         if isinstance(node, ast.Import):
@@ -142,14 +128,10 @@ def _strings(node) -> set[str]:
             if isinstance(child, ast.Constant) and isinstance(child.value, str)}
 
 
-def client_services(path: str) -> set[str]:
+def services_of(tree: ast.Module) -> set[str]:
     """The service names a module asks boto3 for: the string arguments of its client() and
     resource() calls (module.client("ec2"), boto3.client("rds")), and the strings a comprehension
     of such calls iterates over ([module.client(n) for n in ("rds", "ec2")])."""
-    return services_of(parsed(path))
-
-
-def services_of(tree: ast.Module) -> set[str]:
     names = set()
     for node in ast.walk(tree):
         if _is_client_call(node) and node.args:
@@ -162,35 +144,18 @@ def services_of(tree: ast.Module) -> set[str]:
     return names
 
 
-# A module's analysis, kept (.cache/modules, one file per module source, as __pycache__ keeps
-# bytecode): parsing a module for its imports and compiling it took 1-3 ms a module, in every run
-# (db-setup analysed eleven, about 15 ms). The key is the source itself (and its path, its dotted
-# name, the Python); the code is kept with marshal, as in a .pyc.
-ANALYSIS_FORMAT = 1
+def analysis(source: bytes, path: str, module_name: str | None) -> tuple[list, list, types.CodeType]:
+    """A module's imports, the boto3 services it asks for, and its code. Kept in .cache/modules
+    (the preload's store, keyed by the source, as __pycache__ keeps bytecode): parsing and compiling
+    took 1-3 ms a module, in every run (db-setup analysed eleven, about 15 ms)."""
+    tree = ast.parse(source, path)
+    return imports_of(tree, module_name), sorted(services_of(tree)), compile(tree, path, "exec", dont_inherit=True)
 
 
-class Analyses:
-    def __init__(self, directory: str | None):
-        self.directory = directory
-
-    def get(self, path: str, module_name: str | None, source: bytes):
-        """(imports, boto3 services, code object) of the module with this source."""
-        key = hashlib.sha256(repr((ANALYSIS_FORMAT, sys.version, importlib.util.MAGIC_NUMBER, path, module_name))
-                             .encode("utf-8", "surrogateescape") + b"\0" + source).hexdigest()
-        if self.directory:
-            try:
-                entry = marshal.loads(self.private.read(self.directory, key) or b"")
-                imports, services, code = entry
-                if isinstance(code, types.CodeType) and code.co_filename == path:
-                    return list(imports), set(services), code
-            except (EOFError, ValueError, TypeError):
-                pass  # none, damaged or of another layout: analysed again
-        tree = ast.parse(source, path)
-        imports, services = imports_of(tree, module_name), services_of(tree)
-        code = compile(tree, path, "exec", dont_inherit=True)
-        if self.directory and not self.private.write(self.directory, key, marshal.dumps((imports, sorted(services), code))):
-            self.directory = None  # read-only, full or gone: analysed each run from now on
-        return imports, services, code
+def analysed(store, source: bytes, path: str, module_name: str | None) -> tuple[list, list, types.CodeType]:
+    """analysis(), read back from the store (private_cache.Store) when this source was analysed."""
+    return store.value("module-analysis", source, lambda: analysis(source, path, module_name),
+                       path, module_name, importlib.util.MAGIC_NUMBER)
 
 
 # botocore's data loader caches what it parses per instance (Loader._cache, read by its
@@ -326,13 +291,7 @@ class CallbackModule(CallbackBase):
         self._lookups: set[str] = set()
         self._in_process = load_plugin_module("in_process")
         self._in_process.install()
-        self._analyses = Analyses(None)
-        try:
-            self._analyses.private = load_plugin_module("private_cache")
-            self._analyses.directory = self._analyses.private.private_directory(
-                os.path.join(os.path.dirname(PLUGINS), ".cache", "modules"))
-        except Exception as exc:  # noqa: BLE001 (analysed each run)
-            self._display.vvvv(f"cruddur_preload: modules analysed each run ({exc})")
+        self._modules = load_plugin_module("private_cache").Store(os.path.join(os.path.dirname(PLUGINS), ".cache", "modules"))
         try:
             install_template_cache()
         except Exception as exc:  # noqa: BLE001 (an ansible-core without what it relies on: compile as before)
@@ -404,7 +363,8 @@ class CallbackModule(CallbackBase):
             if module:
                 info = os.stat(module[0])
                 with open(module[0], "rb") as handle:
-                    names, services, code = self._analyses.get(*module, handle.read())
+                    source = handle.read()
+                names, services, code = analysed(self._modules, source, *module)
                 self._in_process.remember_code(module[0], info, code)  # once, for every worker
                 self._display.vvvv(f"cruddur_preload: compiled {module[0]} for {task.action}")
         except Exception:  # noqa: BLE001 (an action without a module, a module that does not parse)

@@ -32,11 +32,12 @@ def test_the_imports_a_module_makes_when_it_loads_and_only_those(tmp_path):
             import requests  # deferred on purpose: not preloaded
             lambda: __import__("nothing")
     '''))
-    names = preload.module_imports(str(source), "ansible_collections.amazon.aws.plugins.modules.mod")
+    tree = preload.ast.parse(source.read_bytes())
+    names = preload.imports_of(tree, "ansible_collections.amazon.aws.plugins.modules.mod")
     assert names == ["ansible.module_utils.basic", "ansible_collections.amazon.aws.plugins.module_utils.botocore",
                      "ansible_collections.other.coll.plugins.module_utils.x", "psycopg2", "yoyo", "boto3"]
     # A module from a library directory has no package: its relative imports are left alone.
-    assert "ansible_collections.amazon.aws.plugins.module_utils.botocore" not in preload.module_imports(str(source), None)
+    assert "ansible_collections.amazon.aws.plugins.module_utils.botocore" not in preload.imports_of(tree, None)
 
 
 PLAYBOOK = '''
@@ -78,7 +79,7 @@ def test_the_services_a_module_asks_boto3_for(tmp_path):
             clients = [module.client(name) for name in ("lambda", "iam")]
             return ec2, rds, table, clients, KIND
     '''))
-    assert preload.client_services(str(source)) == {"ec2", "rds", "dynamodb", "lambda", "iam"}
+    assert preload.services_of(preload.ast.parse(source.read_bytes())) == {"ec2", "rds", "dynamodb", "lambda", "iam"}
 
 
 SHARED = '''
@@ -278,18 +279,17 @@ def test_a_modules_analysis_is_kept_and_read_back_by_the_next_run(tmp_path, monk
     monkeypatch.setattr(preload.ast, "parse", lambda *a, **k: parses.append(a[1]) or real_parse(*a, **k))
 
     def analyse(data: bytes):
-        analyses = preload.Analyses(str(directory))  # a new run: nothing in memory
-        analyses.private = private
-        return analyses.get(str(source), "ansible_collections.amazon.aws.plugins.modules.mod", data)
+        store = private.Store(str(directory))  # a new run: nothing in memory
+        return preload.analysed(store, data, str(source), "ansible_collections.amazon.aws.plugins.modules.mod")
 
     first = analyse(text)
-    assert first[:2] == (["boto3", "ansible.module_utils.basic"], {"ec2"})
+    assert first[:2] == (["boto3", "ansible.module_utils.basic"], ["ec2"])
     assert first[2].co_filename == str(source)
     assert len(list(directory.iterdir())) == 1 and parses == [str(source)]
     again = analyse(text)
     assert again[:2] == first[:2] and again[2] == first[2] and parses == [str(source)]  # read back
     changed = analyse(text.replace(b"'ec2'", b"'rds'"))  # another source: analysed, a new entry
-    assert changed[1] == {"rds"} and len(parses) == 2 and len(list(directory.iterdir())) == 2
+    assert changed[1] == ["rds"] and len(parses) == 2 and len(list(directory.iterdir())) == 2
     for entry in directory.iterdir():
         entry.write_bytes(b"\x00damaged")
     assert analyse(text)[:2] == first[:2] and len(parses) == 3  # a damaged entry is analysed again
