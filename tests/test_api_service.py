@@ -63,6 +63,17 @@ def test_gunicorn_workers_run_as_the_service_user(host, converged):
     assert len(workers) == 2 and {p.user for p in workers} == {"cruddur"}
 
 
+def test_the_master_opens_no_control_socket(host, converged):
+    # gunicorn's control socket (gunicornc) is off: supervisor steers the API, and the master would
+    # otherwise log an error at every start and reload, unable to create it under the app's home.
+    master = gunicorn_master_pid(host)
+    log = host.file("/var/log/cruddur-api/error.log").content_string
+    assert f"[{master}] [INFO] Listening at: http://127.0.0.1:4567" in log
+    assert not [line for line in log.splitlines() if f"[{master}] [ERROR] Control server" in line]
+    sockets = host.run("ss -xlpn").stdout
+    assert not [line for line in sockets.splitlines() if f"pid={master}," in line]
+
+
 def test_listens_on_the_configured_address(host, converged):
     assert host.socket("tcp://127.0.0.1:4567").is_listening
     assert not host.socket("tcp://0.0.0.0:4567").is_listening
@@ -196,13 +207,15 @@ def test_deployed_code_that_drifted_is_put_back_and_only_it(converged):
     app = Path("/opt/cruddur-api/app/cruddur_api")
     edited, loosened, untouched = app / "cors.py", app / "sql" / "health.sql", app / "db.py"
     edited.write_text(edited.read_text() + "# edited by hand\n")
-    loosened.chmod(0o600)
+    # World-writable: a drift the deploy must undo, and one the running API survives. (Making it
+    # unreadable instead would stop the API at its next worker start, which is not what this tests.)
+    loosened.chmod(0o666)
     untouched_before = untouched.stat().st_mtime_ns
     task = "TASK [cruddur_api : install | Unpack it on the host: cruddur_api/cors.py, cruddur_api/sql/health.sql]"
     checked = run_playbook("playbooks/api-deploy.yml", "--check")
     assert checked.rc == 0, checked.output[-3000:]
     assert task in checked.output
-    assert edited.read_text().endswith("# edited by hand\n") and stat.S_IMODE(loosened.stat().st_mode) == 0o600
+    assert edited.read_text().endswith("# edited by hand\n") and stat.S_IMODE(loosened.stat().st_mode) == 0o666
     run = run_playbook("playbooks/api-deploy.yml")
     assert run.rc == 0, run.output[-3000:]
     after_task = run.output.split(task, 1)[1].lstrip("*\n ").splitlines()[0]
