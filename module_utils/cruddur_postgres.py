@@ -87,5 +87,12 @@ def applied_migrations(cursor, tables: dict) -> list:
 
 
 def reason(exc: Exception) -> str:
-    """The driver's message, stripped (libpq never puts the password in it)."""
-    return str(exc).strip() or type(exc).__name__
+    """The driver's message on one line (libpq never puts the password in it). libpq reports each
+    attempt on a line of its own: with sslmode=prefer against a server that offers TLS, a refused
+    login is tried again without it, and the same refusal comes twice. Each line once, in order."""
+    lines: list[str] = []
+    for line in str(exc).splitlines():
+        line = line.strip()
+        if line and line not in lines:
+            lines.append(line)
+    return "; ".join(lines) or type(exc).__name__
