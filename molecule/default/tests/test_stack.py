@@ -1,5 +1,6 @@
-"""Molecule verification of a converged stack, through whichever backend Molecule gives
-(this machine here, a container in the container scenario)."""
+"""Molecule verification of a converged stack, through whichever backend Molecule gives: this
+machine in the default scenario, the first API host's container (database and API on a host
+converged from bare Debian) in the rolling one."""
 
 import json
 import os
