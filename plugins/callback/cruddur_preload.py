@@ -296,6 +296,11 @@ class CallbackModule(CallbackBase):
             install_template_cache()
         except Exception as exc:  # noqa: BLE001 (an ansible-core without what it relies on: compile as before)
             self._display.vvvv(f"cruddur_preload: templates compiled as Ansible does ({exc})")
+        try:
+            load_plugin_module("shipped_bytecode").install(
+                load_plugin_module("private_cache").Store(os.path.join(os.path.dirname(PLUGINS), ".cache", "bytecode")))
+        except Exception as exc:  # noqa: BLE001 (an ansible-core without what it relies on: sources only)
+            self._display.vvvv(f"cruddur_preload: modules shipped as Ansible ships them ({exc})")
         # A task settled in this process (plugins/in_parent.py) needs nothing loaded for a
         # worker: what a worker inherits is loaded when one is about to be forked.
         self._before_fork = False
