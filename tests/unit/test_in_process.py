@@ -148,11 +148,7 @@ PLAYBOOK = textwrap.dedent('''
 
 @pytest.fixture(scope="module")
 def probe(tmp_path_factory):
-    return make_probe(tmp_path_factory.mktemp("in-process"))
-
-
-def make_probe(base: Path) -> Path:
-    """The probe's module, its action links, the playbook and its template, in base."""
+    base = tmp_path_factory.mktemp("in-process")
     (base / "library").mkdir()
     (base / "library" / "cruddur_probe.py").write_text(PROBE)
     (base / "action").mkdir()
@@ -261,14 +257,37 @@ def test_in_process_results_equal_the_shipped_ones_and_no_log_holds(probe):
     assert SECRET not in here_out and SECRET not in shipped_out
 
 
-def test_another_interpreter_is_shipped_to_and_a_delegate_is_judged_by_its_own(probe):
-    other = "/usr/bin/python3"
-    output, results = run(probe, "1", other, "other")
+OTHER_PYTHON = "/usr/bin/python3"  # not the playbook's own: every module is shipped to it
+
+
+@pytest.fixture(scope="module")
+def shipped_to_another_python(probe):
+    """The probe run with another interpreter (shipped, with bytecode: plugins/shipped_bytecode.py)."""
+    return run(probe, "1", OTHER_PYTHON, "other")
+
+
+# One worker runs both tests that use the run above, so it is made once.
+@pytest.mark.xdist_group("in-process-probe")
+def test_another_interpreter_is_shipped_to_and_a_delegate_is_judged_by_its_own(shipped_to_another_python):
+    other = OTHER_PYTHON
+    output, results = shipped_to_another_python
     assert f"<probe> cruddur_probe: shipped to the host (its interpreter is {other}" in output
     assert results["plain"]["word"] == "abab"
     # Delegated to the controller (implicit localhost, the playbook's own Python): in process.
     assert "<localhost> cruddur_probe: run in the worker process" in output
     assert results["delegated"]["word"] == "d"
+
+
+@pytest.mark.xdist_group("in-process-probe")
+def test_shipped_results_are_the_same_with_and_without_bytecode(probe, shipped_to_another_python):
+    with_output, with_pyc = shipped_to_another_python
+    without_output, without_pyc = run(probe, "1", OTHER_PYTHON, "without-pyc", CRUDDUR_SHIPPED_BYTECODE="0")
+    for output in (with_output, without_output):
+        assert f"cruddur_probe: shipped to the host (its interpreter is {OTHER_PYTHON}" in output
+    assert with_pyc["plain"]["word"] == "abab" and with_pyc["plain"]["cidr"] != ""
+    assert with_pyc["failing"]["failed"] and "the probe failed on purpose" in with_pyc["failing"]["msg"]
+    assert "the probe crashed on purpose" in str(with_pyc["crashing"])
+    assert comparable(without_run_stamps(with_pyc)) == comparable(without_run_stamps(without_pyc))
 
 
 def test_every_project_module_has_the_action_and_nothing_else_does():

@@ -1,6 +1,6 @@
-"""Shipped modules carry their bytecode (plugins/shipped_bytecode.py): the same results as
-without it, a `.pyc` the target's Python really imports, and the source whenever the `.pyc` does
-not fit (another Python, other source)."""
+"""Shipped modules carry their bytecode (plugins/shipped_bytecode.py): a `.pyc` the target's Python
+really imports, and the source whenever the `.pyc` does not fit (another Python, other source).
+The same results with and without it: tests/unit/test_in_process.py."""
 
 import base64
 import importlib.util
@@ -8,27 +8,8 @@ import re
 import subprocess
 import zipfile
 
-import pytest
-from conftest import REPO, run_playbook
-from test_in_process import comparable, make_probe, run, without_run_stamps
-
-TARGET_PYTHON = "/usr/bin/python3"  # not the playbook's own: every module is shipped to it
-
-
-@pytest.fixture(scope="module")
-def probe(tmp_path_factory):
-    return make_probe(tmp_path_factory.mktemp("shipped-bytecode"))
-
-
-def test_shipped_results_are_the_same_with_and_without_bytecode(probe):
-    with_output, with_pyc = run(probe, "1", TARGET_PYTHON, "with-pyc", CRUDDUR_SHIPPED_BYTECODE="1")
-    without_output, without_pyc = run(probe, "1", TARGET_PYTHON, "without-pyc", CRUDDUR_SHIPPED_BYTECODE="0")
-    for output in (with_output, without_output):
-        assert f"cruddur_probe: shipped to the host (its interpreter is {TARGET_PYTHON}" in output
-    assert with_pyc["plain"]["word"] == "abab" and with_pyc["plain"]["cidr"] != ""
-    assert with_pyc["failing"]["failed"] and "the probe failed on purpose" in with_pyc["failing"]["msg"]
-    assert "the probe crashed on purpose" in str(with_pyc["crashing"])
-    assert comparable(without_run_stamps(with_pyc)) == comparable(without_run_stamps(without_pyc))
+from conftest import run_playbook
+from test_in_process import OTHER_PYTHON as TARGET_PYTHON
 
 
 def kept_payload(tmp_path, switch: str) -> zipfile.ZipFile:
