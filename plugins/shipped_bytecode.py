@@ -57,8 +57,8 @@ class WithBytecode:
         name = getattr(zinfo_or_arcname, "filename", zinfo_or_arcname)
         if not isinstance(name, str) or not name.endswith(".py"):
             return
-        source = data.encode("utf-8") if isinstance(data, str) else bytes(data)
         try:
+            source = data.encode("utf-8") if isinstance(data, str) else bytes(data)
             compiled = self._store.value("shipped-pyc", source, lambda: pyc(source, name), name,
                                          importlib.util.MAGIC_NUMBER)
         except Exception:  # noqa: BLE001 (source Python will not compile: shipped as it is)

@@ -8,7 +8,7 @@ import re
 import subprocess
 import zipfile
 
-from conftest import run_playbook
+from conftest import REPO, load_module, run_playbook
 from test_in_process import OTHER_PYTHON as TARGET_PYTHON
 
 
@@ -75,3 +75,17 @@ def test_a_pyc_that_does_not_fit_gives_way_to_the_source(tmp_path):
     assert subprocess.run([TARGET_PYTHON, "-c", f"import sys; sys.path.insert(0, {edited!r});"
                            " import ansible.module_utils.basic as m; print(m.CRUDDUR_EDITED)"],
                           capture_output=True, text=True, check=True).stdout.strip() == "True"
+
+
+def test_only_python_that_compiles_gets_a_pyc(tmp_path):
+    plugin = load_module(REPO / "plugins" / "shipped_bytecode.py", "cruddur_shipped_bytecode")
+    store = load_module(REPO / "plugins" / "private_cache.py", "cruddur_private_cache").Store(str(tmp_path / "store"))
+    with zipfile.ZipFile(tmp_path / "payload.zip", "w") as zf:
+        payload = plugin.WithBytecode(zf, store)
+        payload.writestr(zipfile.ZipInfo("pkg/good.py"), b"ANSWER = 42\n")
+        payload.writestr(zipfile.ZipInfo("pkg/old.py"), b"print 'Python 2 only'\n")
+        payload.writestr("pkg/data.txt", b"not Python")
+    with zipfile.ZipFile(tmp_path / "payload.zip") as zf:
+        assert sorted(zf.namelist()) == ["pkg/data.txt", "pkg/good.py", "pkg/good.pyc", "pkg/old.py"]
+    # The store keeps the one compiled file, for the next zip (the next run) to read back.
+    assert len(list((tmp_path / "store").iterdir())) == 1
