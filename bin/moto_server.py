@@ -6,7 +6,7 @@ of AWS's 1,500-odd managed policies. Its first lookup of an access key builds al
 and a reset (`POST /moto-api/reset`, before each AWS test) builds them again: about 1.3 s of CPU
 per reset, most of what moto did in the suite.
 
-Here moto loads only the managed policies whose ARNs the project names (roles/, library/,
+Here moto loads only the managed policies whose ARNs the project names (roles/, collections/,
 playbooks/, inventories/). A policy the project names that AWS does not have is not in moto's
 catalogue either, so attaching it fails as it would on AWS. Everything else is moto as shipped.
 
@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SOURCES = ("roles", "library", "playbooks", "inventories", "plugins")
+SOURCES = ("roles", "collections", "playbooks", "inventories")
 MANAGED_ARN = re.compile(r"arn:aws:iam::aws:policy(/[\w+=,.@/-]+)")
 
 

@@ -40,18 +40,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import sandbox
-
-
-def _load_pg_url():
-    """The project's one URL renderer (the cruddur_pg_url filter), loaded from its file."""
-    path = sandbox.REPO / "plugins" / "filter" / "cruddur_db.py"
-    spec = importlib.util.spec_from_file_location("cruddur_db_filters", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.cruddur_pg_url
-
-
-pg_url = _load_pg_url()
+# The project's one URL renderer (the cruddur.ops.cruddur_pg_url filter).
+from ansible_collections.cruddur.ops.plugins.filter.cruddur_db import cruddur_pg_url as pg_url
 
 REPO = sandbox.REPO
 STATE = REPO / ".cache" / "rehearsal"

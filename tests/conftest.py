@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-import importlib.util
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,6 @@ sys.dont_write_bytecode = True
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-sys.path.insert(0, str(REPO / "bin"))  # the sandbox: the tests start moto as it does
 # Env file for runs on throwaway databases (keeps the repository's .env untouched).
 SCRATCH_ENV_FILE = f"/tmp/cruddur-tests-{os.getpid()}.env"
 PASSWORD = os.environ.get("CRUDDUR_LOCAL_DB_PASSWORD") or "password"
@@ -212,21 +210,6 @@ def scratch_db_name(postgresql):
     drop_database(name)
 
 
-def load_module(path: Path, name: str):
-    """One of the project's Ansible modules, imported by tests. Its shared code is made
-    importable where Ansible would put it (ansible.module_utils.<name>)."""
-    for source in sorted((REPO / "module_utils").glob("*.py")):
-        shared = f"ansible.module_utils.{source.stem}"
-        if shared not in sys.modules:
-            spec = importlib.util.spec_from_file_location(shared, source)
-            sys.modules[shared] = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(sys.modules[shared])
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def forbid_lookup(monkeypatch, socket_module, name: str) -> None:
     """Make looking `name` up through `socket_module` fail the test (numeric addresses still
     resolve, as they never leave the machine)."""
@@ -240,8 +223,10 @@ def forbid_lookup(monkeypatch, socket_module, name: str) -> None:
 
 
 def load_migrations_module():
-    """The project's migration module (library/), imported for fixtures."""
-    return load_module(REPO / "library" / "cruddur_migrations.py", "cruddur_migrations")
+    """The project's migration module (collection cruddur.ops), imported for fixtures."""
+    from ansible_collections.cruddur.ops.plugins.modules import cruddur_migrations
+
+    return cruddur_migrations
 
 
 def create_migrated_database(prefix: str, seed: bool = True) -> str:

@@ -61,12 +61,10 @@ def sandbox(aws, pool_id, playbook, *args, tmp_path, **extra_vars):
 
 def module(aws, name, args, *flags):
     """Run one of the project's modules ad hoc; return its JSON result."""
-    library = str(REPO / "library")
-    env = {**os.environ, **AWS_ENV, "ANSIBLE_LIBRARY": library, "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-           "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json", "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
+    env = {**os.environ, **AWS_ENV, "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json", "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
     proc = subprocess.run(
         [str(VENV_BIN / "ansible"), "localhost", "-c", "local", "-e", f"ansible_python_interpreter={VENV_BIN}/python",
-         "-m", name, "-a", json.dumps({"region": "us-east-1", "endpoint_url": aws, **args}), *flags],
+         "-m", f"cruddur.ops.{name}", "-a", json.dumps({"region": "us-east-1", "endpoint_url": aws, **args}), *flags],
         cwd=REPO, env=env, capture_output=True, text=True, check=False)
     return json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
 

@@ -5,7 +5,6 @@ use botocore's Stubber with responses shaped like real DescribeUserPool answers;
 validates every request and response against the same pinned model."""
 
 import copy
-import importlib.util
 from datetime import datetime, timezone
 
 import boto3
@@ -14,10 +13,7 @@ from botocore.stub import Stubber
 
 from conftest import REPO
 
-spec = importlib.util.spec_from_file_location(
-    "cruddur_cognito_trigger", REPO / "library/cruddur_cognito_trigger.py")
-trigger_module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(trigger_module)
+from ansible_collections.cruddur.ops.plugins.modules import cruddur_cognito_trigger as trigger_module
 
 POOL_ID = "us-east-1_AbCdEf123"
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:cruddur-post-confirmation"

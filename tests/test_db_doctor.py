@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from conftest import REPO, create_migrated_database, drop_database, forbid_lookup, free_port, load_module, \
+from conftest import REPO, create_migrated_database, drop_database, forbid_lookup, free_port, \
     make_tls, on_database, query, run_playbook
 
 LINE = re.compile(r"^\s+(OK|FAIL|SKIP)\s+(roles \S+|\S+)\s+(.*)$", re.M)
@@ -126,7 +126,7 @@ def test_a_certificate_from_another_ca_fails_tls_naming_the_bundle(rds_standin, 
 
 def test_an_endpoint_that_does_not_resolve_is_the_first_failure(monkeypatch):
     """Without sending a DNS query anywhere: the resolver itself answers that the name is unknown."""
-    doctor_module = load_module(REPO / "library" / "cruddur_db_doctor.py", "cruddur_db_doctor")
+    from ansible_collections.cruddur.ops.plugins.modules import cruddur_db_doctor as doctor_module
 
     def unknown(*args, **kwargs):
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
@@ -146,7 +146,7 @@ def test_an_endpoint_that_does_not_resolve_is_the_first_failure(monkeypatch):
 
 def test_pghostaddr_gives_the_endpoint_its_address_without_a_lookup(monkeypatch):
     """As libpq does: the name is kept (the certificate is checked against it), no query is sent."""
-    doctor_module = load_module(REPO / "library" / "cruddur_db_doctor.py", "cruddur_db_doctor")
+    from ansible_collections.cruddur.ops.plugins.modules import cruddur_db_doctor as doctor_module
 
     forbid_lookup(monkeypatch, doctor_module.socket, "db.example.invalid")
     monkeypatch.setenv("PGHOSTADDR", "127.0.0.1")

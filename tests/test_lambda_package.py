@@ -1,7 +1,6 @@
 """The post-confirmation package: built by the playbook, reproducible to the byte."""
 
 import hashlib
-import importlib.util
 import os
 import time
 import zipfile
@@ -10,10 +9,7 @@ import pytest
 
 from conftest import REPO, run_playbook
 
-spec = importlib.util.spec_from_file_location(
-    "cruddur_lambda_zip", REPO / "roles" / "cruddur_lambda" / "library" / "cruddur_lambda_zip.py")
-lambda_zip = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(lambda_zip)
+from ansible_collections.cruddur.ops.plugins.modules import cruddur_lambda_zip as lambda_zip
 
 
 def sha256(path):

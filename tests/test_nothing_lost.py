@@ -119,8 +119,7 @@ def test_db_setup_checks_every_chores_options_before_it_drops_anything(scratch_d
 
 
 def test_proof_of_locality_looks_at_the_server_process():
-    from conftest import load_module
-    target = load_module(REPO / "library" / "cruddur_db_target.py", "cruddur_db_target")
+    from ansible_collections.cruddur.ops.plugins.modules import cruddur_db_target as target
     conn = connect("postgres")
     with conn.cursor() as cur:
         cur.execute("SELECT pg_backend_pid(), current_user")
@@ -140,8 +139,7 @@ def test_proof_of_locality_looks_at_the_server_process():
 
 def test_the_guard_reads_a_process_title_again_while_postgresql_rewrites_it(monkeypatch):
     """A backend's title read while PostgreSQL rewrites it is empty: read again, do not refuse."""
-    from conftest import load_module
-    target = load_module(REPO / "library" / "cruddur_db_target.py", "cruddur_db_target")
+    from ansible_collections.cruddur.ops.plugins.modules import cruddur_db_target as target
     conn = connect("postgres")
     with conn.cursor() as cur:
         cur.execute("SELECT pg_backend_pid(), current_user")
@@ -169,8 +167,7 @@ def test_the_guard_judges_the_session_while_it_is_open(capsys):
     import json
 
     from ansible.module_utils import basic
-    from conftest import load_module
-    target = load_module(REPO / "library" / "cruddur_db_target.py", "cruddur_db_target")
+    from ansible_collections.cruddur.ops.plugins.modules import cruddur_db_target as target
     args = {"db": "postgres", "maintenance_db": "postgres", "login_host": PG["host"], "login_port": PG["port"],
             "login_user": PG["user"], "login_password": PG["password"], "_ansible_check_mode": True}
     verdicts = []
@@ -191,8 +188,8 @@ def test_the_guard_judges_the_session_while_it_is_open(capsys):
 def test_the_guard_takes_the_address_libpq_connects_to_from_pghostaddr(monkeypatch):
     """With PGHOSTADDR (the offline rehearsal's way to reach the emulated endpoint) libpq never
     looks the name up, and neither does the guard: it judges the address given."""
-    from conftest import forbid_lookup, load_module
-    target = load_module(REPO / "library" / "cruddur_db_target.py", "cruddur_db_target")
+    from conftest import forbid_lookup
+    from ansible_collections.cruddur.ops.plugins.modules import cruddur_db_target as target
 
     forbid_lookup(monkeypatch, target.socket, "db.example.invalid")
     monkeypatch.setenv("PGHOSTADDR", "127.0.0.1")

@@ -1,14 +1,13 @@
-"""What the API role compares on the controller (plugins/filter/cruddur_api.py): pip runs only for
-unmet pins, and only the code that differs is packed (roles/cruddur_api/library/cruddur_code_archive.py)."""
+"""What the API role compares on the controller (the cruddur.ops filters, cruddur_api.py): pip runs only for
+unmet pins, and only the code that differs is packed (the cruddur.ops.cruddur_code_archive module)."""
 
 import hashlib
 import tarfile
 
 import pytest
-from conftest import REPO, load_module
+from ansible_collections.cruddur.ops.plugins.filter import cruddur_api as api
+from ansible_collections.cruddur.ops.plugins.modules import cruddur_code_archive as archive
 
-api = load_module(REPO / "plugins" / "filter" / "cruddur_api.py", "cruddur_api_filter")
-archive = load_module(REPO / "roles" / "cruddur_api" / "library" / "cruddur_code_archive.py", "cruddur_code_archive")
 
 
 def test_pins_are_met_by_the_installed_versions_under_any_spelling_of_the_name():

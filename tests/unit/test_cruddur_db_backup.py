@@ -1,8 +1,7 @@
 """Unit tests of the backup module's retention rule (real files in a temporary directory)."""
 
-from conftest import REPO, load_module
+from ansible_collections.cruddur.ops.plugins.modules import cruddur_db_backup as backup
 
-backup = load_module(REPO / "library" / "cruddur_db_backup.py", "cruddur_db_backup")
 
 
 def make(directory, *stamps):

@@ -2,9 +2,8 @@
 
 import psycopg2
 
-from conftest import REPO, load_module
+from ansible_collections.cruddur.ops.plugins.module_utils import cruddur_postgres as shared
 
-shared = load_module(REPO / "module_utils" / "cruddur_postgres.py", "cruddur_postgres_under_test")
 
 REFUSED = 'connection to server at "127.0.0.1", port 5432 failed: FATAL:  password authentication failed for user "x"'
 NO_TLS = 'connection to server at "127.0.0.1", port 5432 failed: FATAL:  no pg_hba.conf entry for host "127.0.0.1", no encryption'

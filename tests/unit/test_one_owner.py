@@ -1,16 +1,13 @@
 """The connection has one owner in the code too: roles build no URL and reach out of their
 directory nowhere; the filter that renders URLs and logins does it right."""
 
-import importlib.util
 import re
 
 import pytest
 
 from conftest import REPO
 
-spec = importlib.util.spec_from_file_location("cruddur_db_filters", REPO / "plugins" / "filter" / "cruddur_db.py")
-filters = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(filters)
+from ansible_collections.cruddur.ops.plugins.filter import cruddur_db as filters
 
 ROLE_FILES = [p for p in (REPO / "roles").rglob("*") if p.is_file() and p.suffix in (".yml", ".j2", ".py")]
 # A URL being assembled: the scheme followed by a template or a string concatenation.
@@ -20,7 +17,7 @@ BUILDS_URL = re.compile(r"postgres(ql)?://(\{\{|\"\s*~|'\s*~|\{[a-z_])")
 def test_no_role_builds_a_connection_url():
     assert ROLE_FILES
     assert [str(p) for p in ROLE_FILES if BUILDS_URL.search(p.read_text())] == []
-    renderers = [p for p in (REPO / "plugins").rglob("*.py") if "postgresql://" in p.read_text()]
+    renderers = [p for p in (REPO / "collections").rglob("*.py") if "postgresql://" in p.read_text()]
     assert [p.name for p in renderers] == ["cruddur_db.py"]
 
 
