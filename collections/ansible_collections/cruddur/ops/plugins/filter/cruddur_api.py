@@ -19,7 +19,7 @@ def cruddur_unmet_pins(pins, installed) -> list:
     installed = {_name(name): version for name, version in installed.items()}
     unmet = []
     for pin in pins:
-        name, _, version = pin.partition("==")
+        name, _sep, version = pin.partition("==")
         if not version or installed.get(_name(name)) != version.strip():
             unmet.append(pin)
     return unmet

@@ -1,4 +1,6 @@
 #!/usr/bin/python
+# Copyright: cruddur-ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The AWS links between this machine, the post-confirmation Lambda and the RDS instance."""
 
 from __future__ import annotations
@@ -6,6 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: cruddur_aws_doctor
+author: cruddur-ops contributors (@cruddur-ops)
 short_description: Diagnose the AWS side of the way to the Cruddur database, link by link
 description:
   - Reads, and never changes, what the AWS APIs tell about each link and reports it as C(ok),
@@ -54,6 +57,21 @@ extends_documentation_fragment:
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
+"""
+
+EXAMPLES = r"""
+- name: Walk every AWS link of the prod inventory
+  cruddur.ops.cruddur_aws_doctor:
+    region: us-east-1
+    db_instance_identifier: cruddur-db-instance
+    address: 203.0.113.7
+    function_name: cruddur-post-confirmation
+    user_pool_id: us-east-1_Example
+  register: aws_links
+
+- name: Print one line per link
+  ansible.builtin.debug:
+    msg: "{{ aws_links.links | map('cruddur.ops.cruddur_doctor_line') | join('\\n') }}"
 """
 
 RETURN = r"""

@@ -1,3 +1,6 @@
+#!/usr/bin/python
+# Copyright: cruddur-ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Pack the given files of a source tree into one gzip'd tar, owned by root, mode 0644."""
 
 from __future__ import annotations
@@ -5,6 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: cruddur_code_archive
+author: cruddur-ops contributors (@cruddur-ops)
 short_description: Pack files of a tree into one tar.gz to unpack on a host in one transfer
 description:
   - Writes I(dest), a gzip'd tar of I(files) (paths relative to I(src_dir)), each member a
@@ -28,6 +32,15 @@ options:
     description: Where to write the archive (overwritten).
     type: path
     required: true
+"""
+
+EXAMPLES = r"""
+- name: Pack the files that differ on the host
+  cruddur.ops.cruddur_code_archive:
+    src_dir: "{{ playbook_dir }}/../files/api"
+    files: [cruddur_api/app.py, cruddur_api/db.py]
+    dest: /tmp/cruddur-api-code.tar.gz
+  delegate_to: localhost
 """
 
 RETURN = r"""

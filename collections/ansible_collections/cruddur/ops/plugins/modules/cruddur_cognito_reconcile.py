@@ -1,4 +1,6 @@
 #!/usr/bin/python
+# Copyright: cruddur-ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Insert the Cognito user pool's confirmed users that are missing from Cruddur's users table."""
 
 from __future__ import annotations
@@ -6,6 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: cruddur_cognito_reconcile
+author: cruddur-ops contributors (@cruddur-ops)
 short_description: Heal missed post-confirmation triggers
 description:
   - Lists the user pool's users (paginated), keeps the confirmed and enabled ones, and inserts

@@ -1,4 +1,6 @@
 #!/usr/bin/python
+# Copyright: cruddur-ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Set or remove one Lambda trigger of a Cognito user pool without resetting anything else."""
 
 from __future__ import annotations
@@ -6,6 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: cruddur_cognito_trigger
+author: cruddur-ops contributors (@cruddur-ops)
 short_description: Manage one Lambda trigger of a Cognito user pool
 description:
   - C(UpdateUserPool) resets every setting it is not given, so this module describes the pool,

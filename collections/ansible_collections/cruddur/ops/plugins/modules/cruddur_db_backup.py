@@ -1,4 +1,6 @@
 #!/usr/bin/python
+# Copyright: cruddur-ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Verified pg_dump backups of the Cruddur database, and their restore into a new database."""
 
 from __future__ import annotations
@@ -6,6 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: cruddur_db_backup
+author: cruddur-ops contributors (@cruddur-ops)
 short_description: Take a verified custom-format pg_dump, or restore one into an empty database
 description:
   - "C(state=dumped): C(pg_dump --format=custom) of I(db) into I(backup_dir) as

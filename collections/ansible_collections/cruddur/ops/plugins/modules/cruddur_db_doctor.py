@@ -1,4 +1,6 @@
 #!/usr/bin/python
+# Copyright: cruddur-ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Walk every link from this machine to the Cruddur database and say which one is broken."""
 
 from __future__ import annotations
@@ -6,6 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: cruddur_db_doctor
+author: cruddur-ops contributors (@cruddur-ops)
 short_description: Diagnose the path from this machine to the Cruddur database, link by link
 description:
   - Walks, in order, the links a connection needs and reports each one as C(ok), C(fail) (with
@@ -60,6 +63,18 @@ options:
     description: Seconds for each network step.
     type: int
     default: 5
+"""
+
+EXAMPLES = r"""
+- name: Walk every link from here to the database
+  cruddur.ops.cruddur_db_doctor:
+    connection: {host: 127.0.0.1, port: 5432, name: cruddur, sslmode: prefer, sslrootcert: ""}
+    admin_user: postgres
+    admin_password: "{{ admin_password }}"
+    roles: {cruddur_owner: "{{ owner_password }}", cruddur_app: "{{ app_password }}"}
+    migrations_dir: "{{ playbook_dir }}/../sql/migrations"
+  register: db_links
+  no_log: true
 """
 
 RETURN = r"""

@@ -1,4 +1,6 @@
 #!/usr/bin/python
+# Copyright: cruddur-ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The application's login roles, their passwords checked the way a client checks them."""
 
 from __future__ import annotations
@@ -6,6 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: cruddur_db_roles
+author: cruddur-ops contributors (@cruddur-ops)
 short_description: Login roles whose passwords are verified by logging in
 description:
   - Makes each role in I(roles) exist with LOGIN and no other attribute, and with the password

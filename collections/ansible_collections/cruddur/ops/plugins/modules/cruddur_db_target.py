@@ -1,4 +1,6 @@
 #!/usr/bin/python
+# Copyright: cruddur-ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """What a destructive chore is about to touch: is the server this machine's, and what is in it."""
 
 from __future__ import annotations
@@ -6,6 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: cruddur_db_target
+author: cruddur-ops contributors (@cruddur-ops)
 short_description: Prove whether a PostgreSQL server is local, and count what a database holds
 description:
   - Read-only. Answers the two questions a destructive chore (drop, setup, rollback, restore)
@@ -165,7 +168,7 @@ def backend_is_here(backend_pid: int, user: str, db: str) -> tuple[bool, str]:
     cmdline = read_proc(backend_pid, "cmdline")
     # PostgreSQL rewrites its process title in place (update_process_title): a read at that
     # moment may see an empty command line. Read again before judging.
-    for _ in range(10):
+    for _attempt in range(10):
         if cmdline != b"":
             break
         time.sleep(0.02)

@@ -1,4 +1,6 @@
 #!/usr/bin/python
+# Copyright: cruddur-ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Build a byte-for-byte reproducible Lambda deployment zip."""
 
 from __future__ import annotations
@@ -6,6 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: cruddur_lambda_zip
+author: cruddur-ops contributors (@cruddur-ops)
 short_description: Build a reproducible zip from directories (same inputs, same bytes)
 description:
   - Puts every file of I(sources) at the root of the zip, in sorted order, with a fixed

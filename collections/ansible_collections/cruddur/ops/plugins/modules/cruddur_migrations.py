@@ -1,4 +1,6 @@
 #!/usr/bin/python
+# Copyright: cruddur-ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Apply or roll back Cruddur's plain-SQL schema migrations."""
 
 from __future__ import annotations
@@ -6,6 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: cruddur_migrations
+author: cruddur-ops contributors (@cruddur-ops)
 short_description: Apply or roll back plain-SQL migrations, each in its own transaction
 description:
   - Reads C(NNNN_name.sql) migrations (and their C(NNNN_name.rollback.sql) files) from a

@@ -1,4 +1,6 @@
 #!/usr/bin/python
+# Copyright: cruddur-ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Keep an RDS instance's engine lifecycle support setting (RDS Extended Support) as asked."""
 
 from __future__ import annotations
@@ -6,6 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: cruddur_rds_engine_lifecycle
+author: cruddur-ops contributors (@cruddur-ops)
 short_description: The engine lifecycle support setting of an RDS instance
 description:
   - RDS enrols every new instance in paid Extended Support

@@ -1,4 +1,6 @@
 #!/usr/bin/python
+# Copyright: cruddur-ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Generated passwords kept where an environment keeps its secrets: 0600 files or SSM."""
 
 from __future__ import annotations
@@ -6,6 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: cruddur_secret
+author: cruddur-ops contributors (@cruddur-ops)
 short_description: Read, create once, or rotate generated passwords
 description:
   - Each name is a password kept in a store. C(store=file) keeps it in a mode 0600 file under
@@ -99,7 +102,7 @@ ALPHABET = string.ascii_letters + string.digits
 
 
 def generate(length: int) -> str:
-    return "".join(secrets.choice(ALPHABET) for _ in range(length))
+    return "".join(secrets.choice(ALPHABET) for _position in range(length))
 
 
 class FileStore:

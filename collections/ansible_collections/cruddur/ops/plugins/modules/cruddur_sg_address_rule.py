@@ -1,4 +1,6 @@
 #!/usr/bin/python
+# Copyright: cruddur-ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Keep exactly one described ingress rule of a security group pointing at one address."""
 
 from __future__ import annotations
@@ -6,6 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: cruddur_sg_address_rule
+author: cruddur-ops contributors (@cruddur-ops)
 short_description: One described ingress rule, exactly one address
 description:
   - Finds the group's ingress rules for I(protocol)/I(port) whose description is
