@@ -28,10 +28,6 @@ ENV = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOL
 PSQL = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"]
 
 
-# Modules in Ansible's worker process (plugins/in_process.py) or shipped as Ansible does by default.
-SHIPPED = {**ENV, "CRUDDUR_IN_PROCESS": "0"}
-
-
 def timed(commands: list[list[str]], env=ENV) -> float:
     start = time.perf_counter()
     for command in commands:
@@ -58,22 +54,22 @@ def plain_psql() -> list[list[str]]:
     ]
 
 
-def measure(runs: int) -> tuple[list[float], list[float], list[float], list[float], list[str]]:
-    """db-setup (modules in process, then shipped) and plain psql RUNS times each,
+def measure(runs: int) -> tuple[list[float], list[float], list[float], list[str]]:
+    """db-setup and plain psql RUNS times each,
     ansible-playbook's start-up, and the slowest tasks of one profiled run; the throwaway
     database is dropped afterwards."""
     timed([playbook()])  # warm caches once
     # Interleaved, the order rotating each round: what a run leaves behind (the WAL and dirty
     # pages of a dropped and created database, a warm or cold CPU cache) falls on each kind of run
     # alike. Run one kind after another and the last kind pays for the others.
-    kinds = {"ansible": ([playbook()], ENV), "shipped": ([playbook()], SHIPPED), "psql": (plain_psql(), ENV)}
+    kinds = {"ansible": ([playbook()], ENV), "psql": (plain_psql(), ENV)}
     times: dict[str, list[float]] = {kind: [] for kind in kinds}
     order = list(kinds)
     for round_ in range(runs):
-        for kind in order[round_ % 3:] + order[:round_ % 3]:
+        for kind in order[round_ % 2:] + order[:round_ % 2]:
             commands, env = kinds[kind]
             times[kind].append(timed(commands, env))
-    ansible, shipped, psql = times["ansible"], times["shipped"], times["psql"]
+    ansible, psql = times["ansible"], times["psql"]
     startup = []
     for _ in range(runs):
         start = time.perf_counter()
@@ -86,17 +82,15 @@ def measure(runs: int) -> tuple[list[float], list[float], list[float], list[floa
     slowest = [line.strip() for line in profile.stdout.splitlines() if re.search(r"-{3,} \d+\.\d+s$", line)][:8]
     subprocess.run(PSQL + ["-d", "postgres", "-c", f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)"],
                    env=ENV, check=True, stdout=subprocess.DEVNULL)
-    return ansible, shipped, psql, startup, slowest
+    return ansible, psql, startup, slowest
 
 
 def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    ansible, shipped, psql, startup, slowest = measure(runs)
+    ansible, psql, startup, slowest = measure(runs)
     med_a, med_p = statistics.median(ansible), statistics.median(psql)
     print(f"db-setup benchmark, {runs} runs each, database {DB}")
     print(f"  ansible-playbook db-setup.yml : median {med_a:.3f} s   best {min(ansible):.3f} s")
-    print(f"  the same, modules shipped     : median {statistics.median(shipped):.3f} s   best {min(shipped):.3f} s"
-          "   (CRUDDUR_IN_PROCESS=0)")
     print(f"  plain psql (same steps)       : median {med_p:.3f} s   best {min(psql):.3f} s")
     print(f"  ratio (median)                : {med_a / med_p:.1f}x   best against best {min(ansible) / min(psql):.1f}x")
     print(f"  of which ansible-playbook start-up and parsing (--list-tasks): "

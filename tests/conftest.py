@@ -210,6 +210,21 @@ def scratch_db_name(postgresql):
     drop_database(name)
 
 
+def call_module(module, args: dict, check: bool = False, diff: bool = False) -> dict:
+    """Run one of the collection's modules in this process, as Ansible would hand it `args`
+    (ansible.module_utils.testing.patch_module_args): its result, with `failed` on fail_json."""
+    import contextlib
+    import io
+
+    from ansible.module_utils.testing import patch_module_args
+
+    out = io.StringIO()
+    with patch_module_args({**args, "_ansible_check_mode": check, "_ansible_diff": diff}), \
+            contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        module.main()
+    return json.loads(out.getvalue().strip().splitlines()[-1])
+
+
 def forbid_lookup(monkeypatch, socket_module, name: str) -> None:
     """Make looking `name` up through `socket_module` fail the test (numeric addresses still
     resolve, as they never leave the machine)."""

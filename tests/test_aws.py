@@ -1,9 +1,9 @@
 """The AWS plays and the project's AWS modules against moto's server on loopback (offline)."""
 
+import importlib
 import json
 import os
 import secrets
-import subprocess
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -11,7 +11,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from conftest import AWS_ENV, REPO, VENV_BIN, make_tls, run_playbook
+from conftest import AWS_ENV, REPO, call_module, make_tls, run_playbook
 
 
 def client(endpoint, service):
@@ -60,13 +60,11 @@ def sandbox(aws, pool_id, playbook, *args, tmp_path, **extra_vars):
 
 
 def module(aws, name, args, *flags):
-    """Run one of the project's modules ad hoc; return its JSON result."""
-    env = {**os.environ, **AWS_ENV, "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json", "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
-    proc = subprocess.run(
-        [str(VENV_BIN / "ansible"), "localhost", "-c", "local", "-e", f"ansible_python_interpreter={VENV_BIN}/python",
-         "-m", f"cruddur.ops.{name}", "-a", json.dumps({"region": "us-east-1", "endpoint_url": aws, **args}), *flags],
-        cwd=REPO, env=env, capture_output=True, text=True, check=False)
-    return json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    """Call one of the collection's modules in this process against the emulator; its result."""
+    code = importlib.import_module(f"ansible_collections.cruddur.ops.plugins.modules.{name}")
+    credentials = {"access_key": AWS_ENV["AWS_ACCESS_KEY_ID"], "secret_key": AWS_ENV["AWS_SECRET_ACCESS_KEY"]}
+    return call_module(code, {"region": "us-east-1", "endpoint_url": aws, **credentials, **args},
+                       check="--check" in flags, diff="--diff" in flags)
 
 
 # --- the Cognito trigger module ------------------------------------------------------------

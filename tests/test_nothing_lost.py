@@ -160,27 +160,18 @@ def test_the_guard_reads_a_process_title_again_while_postgresql_rewrites_it(monk
         conn.close()
 
 
-def test_the_guard_judges_the_session_while_it_is_open(capsys):
+def test_the_guard_judges_the_session_while_it_is_open():
     """The guard reads /proc for the session's server process while the session is open: once
     closed, that process exits, and a read right after (as fast as a module run in the worker
     process makes it) found it gone and refused the machine's own server as "elsewhere"."""
-    import json
-
-    from ansible.module_utils import basic
+    from conftest import call_module
     from ansible_collections.cruddur.ops.plugins.modules import cruddur_db_target as target
     args = {"db": "postgres", "maintenance_db": "postgres", "login_host": PG["host"], "login_port": PG["port"],
-            "login_user": PG["user"], "login_password": PG["password"], "_ansible_check_mode": True}
+            "login_user": PG["user"], "login_password": PG["password"]}
     verdicts = []
-    try:
-        for _ in range(40):
-            basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": args}).encode()
-            basic._ANSIBLE_PROFILE = "legacy"
-            with pytest.raises(SystemExit):
-                target.main()
-            result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-            verdicts.append((result["local"], result["why"]))
-    finally:
-        basic._ANSIBLE_ARGS = basic._ANSIBLE_PROFILE = None
+    for _ in range(40):
+        result = call_module(target, args, check=True)
+        verdicts.append((result["local"], result["why"]))
     refused = [why for local, why in verdicts if not local]
     assert not refused, f"{len(refused)} of 40 runs refused the local server, e.g. {refused[0]}"
 
