@@ -79,12 +79,20 @@ def parse_recap(output: str) -> dict[str, dict[str, int]]:
     return recap
 
 
+def user_free_environ() -> dict:
+    """os.environ without what the original setup's users keep exported (bin/sandbox.py's
+    USER_SETTINGS): a test runs what the user runs, and never where their shell points."""
+    import sandbox
+
+    return sandbox.environ()
+
+
 def run_playbook(playbook: str, *args: str, extra_vars: dict | None = None, env: dict | None = None,
                  timeout: int = 600) -> PlaybookRun:
     cmd = [str(VENV_BIN / "ansible-playbook"), playbook, *args]
     if extra_vars:
         cmd += ["-e", json.dumps(extra_vars, default=str)]
-    full_env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
+    full_env = {**user_free_environ(), "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
                 "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
                 "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}", **(env or {})}
     proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True,

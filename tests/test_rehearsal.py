@@ -35,8 +35,15 @@ def clusters() -> str:
     return subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True, check=True).stdout
 
 
+# What the original setup's users keep exported (gp env): their psql scripts' URLs, pointing
+# elsewhere, and an AWS profile. The rehearsal must not follow any of them.
+USER_ENVIRONMENT = {"CONNECTION_URL": "postgresql://postgres:wrong@127.0.0.1:1/elsewhere",
+                    "PROD_CONNECTION_URL": "postgresql://root:wrong@127.0.0.1:2/cruddur",
+                    "AWS_PROFILE": "cruddur-no-such-profile"}
+
+
 def test_a_user_who_signs_up_is_in_the_table_and_their_activity_in_the_feed():
-    run = rehearse()
+    run = rehearse(**USER_ENVIRONMENT)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     out = run.stdout
     # Each step is printed with its time.

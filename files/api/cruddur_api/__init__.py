@@ -31,8 +31,8 @@ DEFAULTS = {
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: configuration, tracing, the database pool, routes and error handlers.
 
-    Without `test_config` the settings come from the JSON file named by CRUDDUR_API_CONFIG,
-    then CONNECTION_URL from the environment if set.
+    Without `test_config` the settings come from the JSON file named by CRUDDUR_API_CONFIG, and
+    only from it: a CONNECTION_URL the user keeps exported for psql never redirects the API.
     """
     app = Flask(__name__)
     app.config.from_mapping(DEFAULTS)
@@ -41,12 +41,10 @@ def create_app(test_config: dict | None = None) -> Flask:
         config_path = os.environ.get("CRUDDUR_API_CONFIG")
         if config_path:
             app.config.from_file(config_path, load=json.load)
-        if os.environ.get("CONNECTION_URL"):
-            app.config["CONNECTION_URL"] = os.environ["CONNECTION_URL"]
     else:
         app.config.update(test_config)
     if not app.config["CONNECTION_URL"]:
-        raise RuntimeError("CONNECTION_URL is not configured (config file or environment)")
+        raise RuntimeError("CONNECTION_URL is not configured (the file named by CRUDDUR_API_CONFIG)")
 
     otel = app.config["OTEL_ENVIRONMENT"] or {}
     not_otel = sorted(name for name in otel if not str(name).startswith("OTEL_"))
