@@ -27,8 +27,9 @@ def cruddur_unmet_pins(pins, installed) -> list:
 
 def cruddur_code_differs(tree, deployed, app_dir) -> list:
     """The files of `tree` (community.general.filetree entries: path, src, state) that are not on
-    the target as the role deploys them: root:root, mode 0644, the same SHA-1. `deployed` is what
-    ansible.builtin.find returned for app_dir (with get_checksum, sha1)."""
+    the target as the role deploys them: root:root, mode 0644, the same SHA-1. `deployed` lists what is
+    under app_dir as ansible.builtin.find names it (path, isdir, mode, pw_name, gr_name, checksum
+    as SHA-1): the role's one read of the host."""
     present = {entry["path"]: entry for entry in deployed or []}
     differs = []
     for item in tree:
