@@ -220,8 +220,8 @@ def test_no_secret_in_verbose_output_and_teardown_keeps_a_final_snapshot(aws, po
     vars_file = tmp_path / "given.json"
     vars_file.write_text(json.dumps({"cruddur_rds_master_password": given}))
     runs = [sandbox(aws, pool, "playbooks/aws-site.yml", "-vvvv", "-e", f"@{vars_file}", tmp_path=tmp_path)]
+    # Confirmed, but not without a final snapshot: the instance goes and its snapshot stays.
     runs.append(sandbox(aws, pool, "playbooks/aws-teardown.yml", "-vvvv", tmp_path=tmp_path,
-                        cruddur_rds_final_snapshot_identifier="cruddur-final-test",
                         cruddur_rds_confirm_teardown="cruddur-db-instance"))
     # Again without a given password: one is generated and kept in SSM.
     runs.append(sandbox(aws, pool, "playbooks/aws-site.yml", "-vvvv", tmp_path=tmp_path))
@@ -233,8 +233,11 @@ def test_no_secret_in_verbose_output_and_teardown_keeps_a_final_snapshot(aws, po
         assert given not in run.output
         assert generated not in run.output
         assert signup not in run.output
-    snapshots = client(aws, "rds").describe_db_snapshots(SnapshotType="manual")["DBSnapshots"]
-    assert [s["DBSnapshotIdentifier"] for s in snapshots] == ["cruddur-final-test"]
+    (snapshot,) = client(aws, "rds").describe_db_snapshots(SnapshotType="manual")["DBSnapshots"]
+    assert snapshot["DBSnapshotIdentifier"].startswith("cruddur-db-instance-final-")
+    assert f"Final snapshot kept: {snapshot['DBSnapshotIdentifier']}" in runs[1].output
+    # The master password stays with the snapshot it opens.
+    assert "/cruddur/rds/master-password" in [p["Name"] for p in ssm.describe_parameters()["Parameters"]]
     function = client(aws, "lambda").get_function(FunctionName="cruddur-post-confirmation")["Configuration"]
     variables = function["Environment"]["Variables"]
     address = client(aws, "rds").describe_db_instances()["DBInstances"][0]["Endpoint"]["Address"]
@@ -265,33 +268,6 @@ def role_policies(aws):
     return trust, attached, iam.list_role_policies(RoleName=role)["PolicyNames"]
 
 
-def test_the_lambda_role_has_the_trust_and_the_managed_vpc_policy_only_and_reaches_ssm_in_its_vpc(aws, pool, tmp_path):
-    # A role left by an earlier deployment, with the original console's inline policy on "*".
-    iam = client(aws, "iam")
-    iam.create_role(RoleName="cruddur-post-confirmation-role", AssumeRolePolicyDocument=json.dumps({
-        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
-                                                "Action": "sts:AssumeRole"}]}))
-    iam.put_role_policy(RoleName="cruddur-post-confirmation-role", PolicyName="cruddur-lambda-network-interfaces",
-                        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{
-                            "Effect": "Allow", "Action": ["ec2:AttachNetworkInterface", "ec2:DescribeInstances"],
-                            "Resource": "*"}]}))
-    run = sandbox(aws, pool, "playbooks/aws-site.yml", tmp_path=tmp_path)
-    assert run.rc == 0, run.output[-3000:]
-    trust, attached, inline = role_policies(aws)
-    assert trust["Statement"] == [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
-                                   "Action": "sts:AssumeRole"}]
-    assert attached == ["arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"]
-    # Beside it, one inline policy: read the one parameter that holds its database password.
-    assert inline == ["cruddur-read-db-password"]
-    document = iam.get_role_policy(RoleName="cruddur-post-confirmation-role",
-                                   PolicyName="cruddur-read-db-password")["PolicyDocument"]
-    document = json.loads(document) if isinstance(document, str) else document
-    assert document["Statement"] == [{"Effect": "Allow", "Action": "ssm:GetParameter",
-                                      "Resource": "arn:aws:ssm:us-east-1:123456789012:parameter/cruddur/db/cruddur_signup"}]
-    # The same converged account (one aws-site run serves both checks): how it reaches SSM.
-    the_function_reaches_ssm_through_an_endpoint_in_its_vpc(aws)
-
-
 def the_function_reaches_ssm_through_an_endpoint_in_its_vpc(aws):
     ec2 = client(aws, "ec2")
     function = client(aws, "lambda").get_function(FunctionName="cruddur-post-confirmation")["Configuration"]
@@ -313,12 +289,53 @@ GONE_FOR_GOOD = dict(cruddur_rds_confirm_teardown="cruddur-db-instance",
                      cruddur_rds_confirm_no_final_snapshot="cruddur-db-instance")
 
 
-def test_teardown_refuses_without_confirmation_and_keeps_a_final_snapshot_by_default(aws, pool, tmp_path):
-    assert sandbox(aws, pool, "playbooks/aws-site.yml", tmp_path=tmp_path).rc == 0
+def test_one_account_from_check_mode_to_converged_to_teardown(aws, pool, tmp_path):
+    """One account's whole life, one converge for every check of it: --check on an empty account
+    creates nothing; the converged account has the Lambda role it should (an earlier deployment's
+    inline policy removed) and reaches SSM in its VPC; --check on it reports nothing; teardown
+    refuses without its confirmation, then removes everything in order, and a second teardown
+    changes nothing."""
+    # A role left by an earlier deployment, with the original console's inline policy on "*".
+    iam = client(aws, "iam")
+    iam.create_role(RoleName="cruddur-post-confirmation-role", AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+                                                "Action": "sts:AssumeRole"}]}))
+    iam.put_role_policy(RoleName="cruddur-post-confirmation-role", PolicyName="cruddur-lambda-network-interfaces",
+                        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{
+                            "Effect": "Allow", "Action": ["ec2:AttachNetworkInterface", "ec2:DescribeInstances"],
+                            "Resource": "*"}]}))
+    empty = sandbox(aws, pool, "playbooks/aws-site.yml", "--check", tmp_path=tmp_path)
+    assert empty.rc == 0 and empty.changed() > 0, empty.output[-3000:]
+    assert client(aws, "rds").describe_db_instances()["DBInstances"] == []
+    assert client(aws, "lambda").list_functions()["Functions"] == []
+
+    run = sandbox(aws, pool, "playbooks/aws-site.yml", tmp_path=tmp_path)
+    assert run.rc == 0, run.output[-3000:]
+    trust, attached, inline = role_policies(aws)
+    assert trust["Statement"] == [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+                                   "Action": "sts:AssumeRole"}]
+    assert attached == ["arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"]
+    # Beside it, one inline policy: read the one parameter that holds its database password.
+    assert inline == ["cruddur-read-db-password"]
+    document = iam.get_role_policy(RoleName="cruddur-post-confirmation-role",
+                                   PolicyName="cruddur-read-db-password")["PolicyDocument"]
+    document = json.loads(document) if isinstance(document, str) else document
+    assert document["Statement"] == [{"Effect": "Allow", "Action": "ssm:GetParameter",
+                                      "Resource": "arn:aws:ssm:us-east-1:123456789012:parameter/cruddur/db/cruddur_signup"}]
+    the_function_reaches_ssm_through_an_endpoint_in_its_vpc(aws)
     rds = client(aws, "rds")
     (instance,) = rds.describe_db_instances()["DBInstances"]
     # Safer than the original command: automated backups and deletion protection.
     assert (instance["BackupRetentionPeriod"], instance["DeletionProtection"]) == (7, True)
+
+    converged = sandbox(aws, pool, "playbooks/aws-site.yml", "--check", tmp_path=tmp_path)
+    assert converged.rc == 0 and converged.changed() == 0, [line for line in converged.output.splitlines()
+                                                            if line.startswith(("TASK", "changed"))]
+    teardown = sandbox(aws, pool, "playbooks/aws-teardown.yml", "--check", tmp_path=tmp_path, **GONE_FOR_GOOD)
+    assert teardown.rc == 0 and teardown.changed() > 0, teardown.output[-3000:]
+    assert len(rds.describe_db_instances()["DBInstances"]) == 1
+    assert len(client(aws, "lambda").list_functions()["Functions"]) == 1
+
     for confirm in ({}, {"cruddur_rds_confirm_teardown": "cruddur"}):
         refused = sandbox(aws, pool, "playbooks/aws-teardown.yml", tmp_path=tmp_path, **confirm)
         assert refused.rc != 0 and refused.changed() == 0, refused.output[-3000:]
@@ -330,27 +347,14 @@ def test_teardown_refuses_without_confirmation_and_keeps_a_final_snapshot_by_def
     assert len(rds.describe_db_instances()["DBInstances"]) == 1
     assert len(client(aws, "lambda").list_functions()["Functions"]) == 1  # nothing before the guard
 
-    down = sandbox(aws, pool, "playbooks/aws-teardown.yml", tmp_path=tmp_path,
-                   cruddur_rds_confirm_teardown="cruddur-db-instance")
-    assert down.rc == 0, down.output[-3000:]
-    assert rds.describe_db_instances()["DBInstances"] == []
-    (snapshot,) = rds.describe_db_snapshots(SnapshotType="manual")["DBSnapshots"]
-    assert snapshot["DBSnapshotIdentifier"].startswith("cruddur-db-instance-final-")
-    assert f"Final snapshot kept: {snapshot['DBSnapshotIdentifier']}" in down.output
-    # The master password stays with the snapshot it opens.
-    client(aws, "ssm").get_parameter(Name="/cruddur/rds/master-password")
-
-
-def test_teardown_removes_everything_in_order(aws, pool, tmp_path):
-    assert sandbox(aws, pool, "playbooks/aws-site.yml", tmp_path=tmp_path).rc == 0
     down = sandbox(aws, pool, "playbooks/aws-teardown.yml", tmp_path=tmp_path, **GONE_FOR_GOOD)
     assert down.rc == 0, down.output[-3000:]
-    assert client(aws, "rds").describe_db_instances()["DBInstances"] == []
-    assert client(aws, "rds").describe_db_snapshots(SnapshotType="manual")["DBSnapshots"] == []
+    assert rds.describe_db_instances()["DBInstances"] == []
+    assert rds.describe_db_snapshots(SnapshotType="manual")["DBSnapshots"] == []
     assert client(aws, "lambda").list_functions()["Functions"] == []
     assert "PostConfirmation" not in client(aws, "cognito-idp").describe_user_pool(
         UserPoolId=pool)["UserPool"]["LambdaConfig"]
-    roles = [r["RoleName"] for r in client(aws, "iam").list_roles()["Roles"]]
+    roles = [r["RoleName"] for r in iam.list_roles()["Roles"]]
     assert "cruddur-post-confirmation-role" not in roles
     groups = client(aws, "ec2").describe_security_groups(
         Filters=[{"Name": "group-name", "Values": ["cruddur-db-sg", "cruddur-ssm-endpoint-sg"]}])["SecurityGroups"]
@@ -359,18 +363,3 @@ def test_teardown_removes_everything_in_order(aws, pool, tmp_path):
     assert [e for e in endpoints if e["State"] not in ("deleted", "deleting")] == []
     again = sandbox(aws, pool, "playbooks/aws-teardown.yml", tmp_path=tmp_path)  # nothing left to confirm
     assert again.rc == 0 and again.changed() == 0, again.output[-3000:]
-
-
-def test_check_mode_creates_nothing_and_reports_nothing_on_a_converged_account(aws, pool, tmp_path):
-    empty = sandbox(aws, pool, "playbooks/aws-site.yml", "--check", tmp_path=tmp_path)
-    assert empty.rc == 0 and empty.changed() > 0, empty.output[-3000:]
-    assert client(aws, "rds").describe_db_instances()["DBInstances"] == []
-    assert client(aws, "lambda").list_functions()["Functions"] == []
-    assert sandbox(aws, pool, "playbooks/aws-site.yml", tmp_path=tmp_path).rc == 0
-    converged = sandbox(aws, pool, "playbooks/aws-site.yml", "--check", tmp_path=tmp_path)
-    assert converged.rc == 0 and converged.changed() == 0, [line for line in converged.output.splitlines()
-                                                            if line.startswith(("TASK", "changed"))]
-    teardown = sandbox(aws, pool, "playbooks/aws-teardown.yml", "--check", tmp_path=tmp_path, **GONE_FOR_GOOD)
-    assert teardown.rc == 0 and teardown.changed() > 0, teardown.output[-3000:]
-    assert len(client(aws, "rds").describe_db_instances()["DBInstances"]) == 1
-    assert len(client(aws, "lambda").list_functions()["Functions"]) == 1
