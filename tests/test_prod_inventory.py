@@ -3,6 +3,7 @@ botocore's standard AWS_ENDPOINT_URL (the inventory untouched, no sandbox-only v
 real PostgreSQL standing in for the RDS endpoint where a database is needed (rds_standin)."""
 
 import re
+import secrets
 import shutil
 import subprocess
 import urllib.request
@@ -64,7 +65,7 @@ def changed_tasks(output):
     return names
 
 
-def test_aws_rds_without_a_password_generates_one_and_converges(aws):
+def test_aws_rds_without_a_password_generates_one_converges_and_refuses_teardown(aws):
     first = run_playbook("playbooks/aws-rds.yml", *PROD, "-vvvv", env=prod_env(aws))
     assert first.rc == 0, first.output[-4000:]
     master = ssm_value(aws, "/cruddur/rds/master-password")
@@ -75,6 +76,14 @@ def test_aws_rds_without_a_password_generates_one_and_converges(aws):
     assert ssm_value(aws, "/cruddur/rds/master-password") == master  # never overwritten
     for run in (first, second):
         assert master not in run.output
+    # The same instance: teardown refuses it without the confirmation, and it stays as it was.
+    refused = run_playbook("playbooks/aws-teardown.yml", *PROD, env=prod_env(aws))
+    assert refused.rc != 0 and refused.changed() == 0, refused.output[-3000:]
+    assert "Refusing to delete RDS instance cruddur-db-instance" in " ".join(refused.output.split())
+    rds = boto3.client("rds", endpoint_url=aws, region_name="us-east-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    (instance,) = rds.describe_db_instances()["DBInstances"]
+    assert instance["DBInstanceStatus"] == "available" and instance["DeletionProtection"]
 
 
 def test_prod_chores_read_the_generated_passwords_by_themselves(aws, rds_standin, tmp_path):
@@ -123,8 +132,19 @@ def test_prod_without_any_password_source_names_the_problem(aws, rds_standin):
     assert "Traceback" not in run.output
 
 
-def prepare_master(aws, standin):
-    assert run_playbook("playbooks/aws-rds.yml", *PROD, env=prod_env(aws)).rc == 0
+def prepare_master(aws, standin, instance: bool = False):
+    """The master user on the stand-in, with the password kept in SSM as aws-rds.yml keeps it.
+    With `instance`, aws-rds.yml itself makes the instance and the password (the rotation sets
+    the new one on the instance); otherwise, for chores that only read it, the parameter is put
+    there directly, unless a run already made it (aws-rds.yml's own generation is tested above)."""
+    if instance:
+        assert run_playbook("playbooks/aws-rds.yml", *PROD, env=prod_env(aws)).rc == 0
+    else:
+        ssm = boto3.client("ssm", endpoint_url=aws, region_name="us-east-1",
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+        if not ssm.get_parameters(Names=["/cruddur/rds/master-password"])["Parameters"]:
+            ssm.put_parameter(Name="/cruddur/rds/master-password", Type="SecureString",
+                              Value=secrets.token_urlsafe(24)[:32])
     standin.sql(f"""
         DO $$ BEGIN
           IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'cruddurroot') THEN
@@ -156,7 +176,7 @@ def test_a_missing_ca_bundle_is_named_before_anything_connects(aws, rds_standin,
 
 
 def test_rotation_on_prod_gives_the_master_and_every_role_a_new_password(aws, rds_standin, tmp_path):
-    prepare_master(aws, rds_standin)
+    prepare_master(aws, rds_standin, instance=True)
     env, extra = prod_env(aws, rds_standin), {"cruddur_db_env_file": str(tmp_path / "prod.env")}
     rds_standin.sql("DROP DATABASE IF EXISTS cruddur WITH (FORCE)")
     assert run_playbook("playbooks/db-create.yml", *PROD, env=env, extra_vars=extra).rc == 0
@@ -267,17 +287,6 @@ def test_destructive_chores_on_prod_refuse_without_confirmation_then_back_up_fir
     assert standin_dump(rds_standin) == before
 
 
-def test_prod_teardown_refuses_without_confirmation(aws):
-    assert run_playbook("playbooks/aws-rds.yml", *PROD, env=prod_env(aws)).rc == 0
-    run = run_playbook("playbooks/aws-teardown.yml", *PROD, env=prod_env(aws))
-    assert run.rc != 0 and run.changed() == 0, run.output[-3000:]
-    assert "Refusing to delete RDS instance cruddur-db-instance" in " ".join(run.output.split())
-    rds = boto3.client("rds", endpoint_url=aws, region_name="us-east-1",
-                       aws_access_key_id="testing", aws_secret_access_key="testing")
-    (instance,) = rds.describe_db_instances()["DBInstances"]
-    assert instance["DBInstanceStatus"] == "available" and instance["DeletionProtection"]
-
-
 def test_prod_aws_site_runs_as_documented_and_the_lambda_verifies_the_database(aws, rds_standin, tmp_path):
     # The README's first prod run: the whole AWS side, no password given anywhere.
     cognito = boto3.client("cognito-idp", endpoint_url=aws, region_name="us-east-1",
@@ -349,7 +358,6 @@ DOCTOR_LINE = re.compile(r"^\s+(OK|FAIL|SKIP)\s+(roles \S+|\S+)\s+(.*)$", re.M)
 
 
 def test_db_doctor_on_prod_is_green_after_the_first_run_and_names_a_stale_master_password(aws, rds_standin, tmp_path):
-    prepare_master(aws, rds_standin)
     cognito = boto3.client("cognito-idp", endpoint_url=aws, region_name="us-east-1",
                            aws_access_key_id="testing", aws_secret_access_key="testing")
     pool = cognito.create_user_pool(PoolName="cruddur-prod-doctor")["UserPool"]["Id"]
@@ -359,8 +367,11 @@ def test_db_doctor_on_prod_is_green_after_the_first_run_and_names_a_stale_master
                "CRUDDUR_PROD_DB_CA_BUNDLE": str(rds_standin.ca)}
     env = {**prod_env(aws, rds_standin), "CRUDDUR_USER_POOL_ID": pool, "CRUDDUR_DEV_IP": "203.0.113.10"}
     extra = {"cruddur_db_env_file": str(tmp_path / "prod.env"), "cruddur_lambda_build_dir": str(tmp_path / "build")}
-    for playbook, playbook_env in (("aws-site", aws_env), ("db-create", env), ("db-migrate", env)):
-        run = run_playbook(f"playbooks/{playbook}.yml", *PROD, env=playbook_env, extra_vars=extra)
+    site = run_playbook("playbooks/aws-site.yml", *PROD, env=aws_env, extra_vars=extra)
+    assert site.rc == 0, site.output[-3000:]
+    prepare_master(aws, rds_standin)  # the master password aws-site.yml generated, on the stand-in
+    for playbook in ("db-create", "db-migrate"):
+        run = run_playbook(f"playbooks/{playbook}.yml", *PROD, env=env, extra_vars=extra)
         assert run.rc == 0, run.output[-3000:]
     doctor = run_playbook("playbooks/db-doctor.yml", *PROD, "-vvvv", env=env)
     links = {link: (status, text) for status, link, text in DOCTOR_LINE.findall(doctor.output)}
