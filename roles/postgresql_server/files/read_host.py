@@ -1,11 +1,13 @@
 """What the postgresql_server role would otherwise ask one module each, read in one run of the
 host's Python: the packages dpkg does not record as installed, the clusters (pg_lsclusters'
-text), and the files the role manages (SHA-1, mode, owner, group; null when absent), with the
-port lines of postgresql.conf.
+text), the files the role manages (SHA-1, mode, owner, group; null when absent), the port lines
+of postgresql.conf, and whether the service starts at boot.
 
-Argument: a JSON object {"debs": [name, ...], "files": [path, ...], "postgresql_conf": path}.
+Argument: a JSON object {"debs": [name, ...], "files": [path, ...], "postgresql_conf": path,
+"service": name, "systemd": bool}.
 Prints a JSON object. Reads only."""
 
+import glob
 import grp
 import hashlib
 import json
@@ -58,10 +60,19 @@ def port_lines(path):
         return None
 
 
+def enabled(service, systemd):
+    """Whether the service starts at boot: systemd's verdict, or an init script's start link."""
+    if systemd:
+        return subprocess.run(["systemctl", "is-enabled", service], capture_output=True, text=True,
+                              check=False).stdout.strip() == "enabled"
+    return any(glob.glob(f"/etc/rc{level}.d/S??{service}") for level in "2345")
+
+
 want = json.loads(sys.argv[1])
 print(json.dumps({
     "debs_missing": missing_debs(want["debs"]),
     "clusters": clusters(),
     "files": {path: read_file(path) for path in want["files"]},
     "port_lines": port_lines(want["postgresql_conf"]),
+    "enabled": enabled(want["service"], want["systemd"]),
 }))
