@@ -108,7 +108,7 @@ class Rehearsal:
 
     def env(self) -> dict:
         """What every client gets: the emulator, and the endpoint's address without a lookup."""
-        return {**sandbox.environ(), **sandbox.CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint,
+        return {**os.environ, **sandbox.CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint,
                 "CRUDDUR_SANDBOX_ENDPOINT": self.endpoint, "CRUDDUR_SANDBOX_USER_POOL_ID": self.pool_id,
                 "CRUDDUR_SANDBOX_DB_HOST": self.address, "CRUDDUR_SANDBOX_DB_PORT": str(self.db_port),
                 "CRUDDUR_SANDBOX_CA_BUNDLE": str(sandbox.ensure_tls()),

@@ -33,11 +33,6 @@ USER_SETTINGS = ("CONNECTION_URL", "PROD_CONNECTION_URL", "AWS_PROFILE", "AWS_DE
                  "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
 
 
-def environ() -> dict:
-    """This process's environment without the user's settings (USER_SETTINGS), for every child."""
-    return {name: value for name, value in os.environ.items() if name not in USER_SETTINGS}
-
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind((HOST, 0))
@@ -47,7 +42,7 @@ def free_port() -> int:
 def start_moto(port: int, log_path: Path | None = None) -> subprocess.Popen:
     """Start moto's server on HOST:port (bin/moto_server.py: the managed policies the project
     attaches, not all of AWS's) and configure it for offline use before anything exists."""
-    env = {**environ(), **CREDENTIALS, "DOCKER_HOST": "unix:///nonexistent/docker.sock",
+    env = {**os.environ, **CREDENTIALS, "DOCKER_HOST": "unix:///nonexistent/docker.sock",
            "MOTO_IAM_LOAD_MANAGED_POLICIES": "true",
            # the EC2 backend of each region would load moto's AMI catalogue: nothing here runs instances
            "MOTO_EC2_LOAD_DEFAULT_AMIS": "false"}
@@ -159,7 +154,7 @@ def stop() -> None:
 
 
 def main(argv: list[str]) -> int:
-    # The boto3 clients made in this process, too, never follow the user's settings.
+    # Neither this process (its boto3 clients) nor anything it starts follows the user's settings.
     for name in USER_SETTINGS:
         os.environ.pop(name, None)
     command = argv[0] if argv else "run"
@@ -180,7 +175,7 @@ def main(argv: list[str]) -> int:
         return 2
     args = argv[1:] or ["playbooks/aws-site.yml"]
     venv_bin = Path(sys.executable).parent
-    full_env = {**environ(), **env, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+    full_env = {**os.environ, **env, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
                 "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}"}
     return subprocess.call([str(venv_bin / "ansible-playbook"), "-i", "inventories/sandbox", *args],
                            cwd=REPO, env=full_env)

@@ -20,6 +20,14 @@ import pytest
 sys.dont_write_bytecode = True
 
 REPO = Path(__file__).resolve().parent.parent
+# What the original setup's users keep exported (bin/sandbox.py's USER_SETTINGS: the psql
+# scripts' URLs, an AWS profile) never reaches a test, nor anything a test starts: the tests run
+# what the user runs, never where the user's shell points. (The rehearsal's test exports them to
+# its run on purpose, to show it does not follow them.)
+import sandbox  # noqa: E402  (bin/ is on pytest's pythonpath)
+
+for _name in sandbox.USER_SETTINGS:
+    os.environ.pop(_name, None)
 VENV_BIN = Path(sys.executable).parent
 # Env file for runs on throwaway databases (keeps the repository's .env untouched).
 SCRATCH_ENV_FILE = f"/tmp/cruddur-tests-{os.getpid()}.env"
@@ -79,20 +87,12 @@ def parse_recap(output: str) -> dict[str, dict[str, int]]:
     return recap
 
 
-def user_free_environ() -> dict:
-    """os.environ without what the original setup's users keep exported (bin/sandbox.py's
-    USER_SETTINGS): a test runs what the user runs, and never where their shell points."""
-    import sandbox
-
-    return sandbox.environ()
-
-
 def run_playbook(playbook: str, *args: str, extra_vars: dict | None = None, env: dict | None = None,
                  timeout: int = 600) -> PlaybookRun:
     cmd = [str(VENV_BIN / "ansible-playbook"), playbook, *args]
     if extra_vars:
         cmd += ["-e", json.dumps(extra_vars, default=str)]
-    full_env = {**user_free_environ(), "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
+    full_env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
                 "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
                 "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}", **(env or {})}
     proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True,
