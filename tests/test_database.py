@@ -155,7 +155,7 @@ def test_create_gives_the_owner_what_the_administrator_made_and_keeps_the_rows(s
 def test_check_mode_lists_pending_migrations_and_touches_nothing(scratch_db_name):
     run = run_playbook("playbooks/db-setup.yml", "--check", extra_vars=on_database(scratch_db_name))
     assert run.rc == 0, run.output[-3000:]
-    assert "Would apply: 0001_uuid_ossp, 0002_users_activities" in run.output
+    assert "Would apply: 0001_uuid_ossp, 0002_users_activities, 0003_reply_to_index" in run.output
     assert query("postgres", "SELECT count(*) FROM pg_database WHERE datname = %s", (scratch_db_name,)) == [(0,)]
 
 
@@ -194,10 +194,11 @@ def test_concurrent_migrations_apply_each_migration_once(scratch_db_name, migrat
     # Exactly one run applied the migrations (the other waited for the lock, then found none);
     # either may be the one that granted the roles their privileges.
     applied = [" ".join(run.output.split()) for run in runs]
-    assert sum("Applied: 0001_uuid_ossp, 0002_users_activities, 0003_slow" in out for out in applied) == 1
+    assert sum("Applied: 0001_uuid_ossp, 0002_users_activities, 0003_reply_to_index, 0003_slow" in out
+               for out in applied) == 1
     assert sum("Applied:" in out for out in applied) == 1
     recorded = query(scratch_db_name, "SELECT migration_id FROM cruddur_schema_migrations ORDER BY seq")
-    assert recorded == [("0001_uuid_ossp",), ("0002_users_activities",), ("0003_slow",)]
+    assert recorded == [("0001_uuid_ossp",), ("0002_users_activities",), ("0003_reply_to_index",), ("0003_slow",)]
 
 
 def test_edited_applied_migration_is_refused(scratch_db_name, migrations_copy):
@@ -216,15 +217,18 @@ def test_edited_applied_migration_is_refused(scratch_db_name, migrations_copy):
 def test_rollback_then_migrate_gives_the_same_schema(scratch_db_name):
     setup_scratch(scratch_db_name)
     before = schema_dump(scratch_db_name)
-    rollback = run_playbook("playbooks/db-rollback.yml", extra_vars=on_database(scratch_db_name))
-    assert rollback.rc == 0 and rollback.changed() == 1, rollback.output[-3000:]
-    assert "Rolled back: 0002_users_activities" in rollback.output
-    assert query(scratch_db_name, "SELECT to_regclass('public.activities')") == [(None,)]
+    # Each run rolls back the last applied migration: the reply index, then the tables.
+    for last, gone in (("0003_reply_to_index", "public.activities_reply_to_activity_uuid_idx"),
+                       ("0002_users_activities", "public.activities")):
+        rollback = run_playbook("playbooks/db-rollback.yml", extra_vars=on_database(scratch_db_name))
+        assert rollback.rc == 0 and rollback.changed() == 1, rollback.output[-3000:]
+        assert f"Rolled back: {last}" in rollback.output
+        assert query(scratch_db_name, "SELECT to_regclass(%s)", (gone,)) == [(None,)]
     migrate = run_playbook("playbooks/db-migrate.yml", extra_vars=on_database(scratch_db_name))
-    # The migration, then the grants on the tables it made again (one task, one connection).
+    # The migrations, then the grants on the tables they made again (one task, one connection).
     assert migrate.rc == 0 and migrate.changed() == 1, migrate.output[-3000:]
-    assert ("Applied: 0002_users_activities; granted cruddur_api INSERT/SELECT on activities"
-            in migrate.output)
+    assert ("Applied: 0002_users_activities, 0003_reply_to_index; granted cruddur_api INSERT/SELECT on activities"
+            in " ".join(migrate.output.split()))
     assert schema_dump(scratch_db_name) == before  # privileges included
 
 
@@ -243,7 +247,7 @@ def test_failing_migration_leaves_the_database_as_it_was(scratch_db_name, migrat
     assert "division by zero" in run.output
     assert schema_dump(scratch_db_name) == before
     recorded = query(scratch_db_name, "SELECT count(*) FROM cruddur_schema_migrations")
-    assert recorded == [(2,)]
+    assert recorded == [(3,)]  # 0001-0003, applied by the setup before
 
 
 # --- secrets -------------------------------------------------------------------------------

@@ -207,7 +207,7 @@ def test_a_confirmed_drop_backs_up_first_and_restore_gives_the_same_database(scr
     digest, name = (dump.parent / (dump.name + ".sha256")).read_text().split()
     assert (digest, name) == (hashlib.sha256(dump.read_bytes()).hexdigest(), dump.name)
     manifest = json.loads((dump.parent / (dump.name + ".json")).read_text())
-    assert manifest["tables"] == {"users": 52, "activities": 51, "cruddur_schema_migrations": 2}
+    assert manifest["tables"] == {"users": 52, "activities": 51, "cruddur_schema_migrations": 3}
     listing = subprocess.run(["pg_restore", "--list", str(dump)], capture_output=True, text=True, check=True).stdout
     assert "TABLE DATA public users" in listing and "TABLE DATA public activities" in listing
     assert f"Backed up to {dump}" in " ".join(dropped.output.split())
@@ -327,7 +327,7 @@ def test_migrate_adopts_the_original_schema_and_keeps_every_row(scratch_db_name,
         assert after["activities"] == before["activities"]
         assert catalogue(scratch_db_name) == catalogue(fresh)
         assert query(scratch_db_name, "SELECT migration_id, how FROM cruddur_schema_migrations ORDER BY seq") == \
-            [("0001_uuid_ossp", "adopted"), ("0002_users_activities", "adopted")]
+            [("0001_uuid_ossp", "adopted"), ("0002_users_activities", "adopted"), ("0003_reply_to_index", "applied")]
         again = run_playbook("playbooks/db-migrate.yml", extra_vars=on_database(scratch_db_name))
         assert again.rc == 0 and again.changed() == 0, again.output[-3000:]
         # The API's role can now post as an adopted user.

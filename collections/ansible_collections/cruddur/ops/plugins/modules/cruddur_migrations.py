@@ -164,6 +164,7 @@ import hashlib
 import json
 import os
 import re
+import time
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -335,7 +336,19 @@ def apply_one(conn, migration):
 
 
 def rollback_one(conn, migration):
+    """Roll one migration back and drop its record: in one transaction, or, for a migration
+    marked -- transactional: false (whose rollback is too, e.g. DROP INDEX CONCURRENTLY),
+    statement by statement with the record dropped last."""
     statements = migration.rollback_statements()
+    if not migration.transactional:
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cursor:
+                execute_all(cursor, statements, migration.id, "rollback", transactional=False)
+                cursor.execute(f"DELETE FROM public.{RECORD_TABLE} WHERE migration_id = %s", (migration.id,))
+        finally:
+            conn.autocommit = False
+        return
     try:
         with conn.cursor() as cursor:
             execute_all(cursor, statements, migration.id, "rollback")
@@ -356,18 +369,21 @@ class AdvisoryLock:
         self.timeout = timeout
 
     def __enter__(self):
+        # Polled, not waited for: a session blocked in pg_advisory_lock() holds a snapshot, and a
+        # migration that builds an index CONCURRENTLY waits for every older snapshot, so the run
+        # holding the lock and the run waiting for it would deadlock. Between attempts this
+        # session holds no transaction at all.
+        deadline = time.monotonic() + self.timeout
         with self.conn.cursor() as cursor:
-            cursor.execute("SELECT set_config('lock_timeout', %s, false)", (f"{self.timeout}s",))
-            try:
-                cursor.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
-            except pg_errors.LockNotAvailable as exc:
-                self.conn.rollback()
-                raise MigrationError(
-                    f"another migration run held the lock for more than {self.timeout}s"
-                ) from exc
-            cursor.execute("SELECT set_config('lock_timeout', '0', false)")
-        self.conn.commit()
-        return self
+            while True:
+                cursor.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
+                (taken,) = cursor.fetchone()
+                self.conn.commit()
+                if taken:
+                    return self
+                if time.monotonic() >= deadline:
+                    raise MigrationError(f"another migration run held the lock for more than {self.timeout}s")
+                time.sleep(0.2)
 
     def __exit__(self, *exc_info):
         if self.conn.closed:
