@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import fcntl
 import hashlib
-import importlib.util
 import json
 import os
 import re

@@ -2,7 +2,6 @@
 
 import importlib
 import json
-import os
 import secrets
 import urllib.request
 import zipfile

@@ -11,8 +11,6 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from conftest import REPO
-
 from ansible_collections.cruddur.ops.plugins.modules import cruddur_cognito_trigger as trigger_module
 
 POOL_ID = "us-east-1_AbCdEf123"

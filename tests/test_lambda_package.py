@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from conftest import REPO, run_playbook
+from conftest import run_playbook
 
 from ansible_collections.cruddur.ops.plugins.modules import cruddur_lambda_zip as lambda_zip
 
