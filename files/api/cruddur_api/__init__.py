@@ -1,4 +1,4 @@
-"""Cruddur's API: the home feed and activities, backed by PostgreSQL."""
+"""Cruddur's API: the feeds and activities, backed by PostgreSQL; writes signed in."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import os
 from flask import Flask
 
 from . import activities, cors, errors, tracing
-from .release import code_release
+from .auth import Verifier
 from .db import Database
+from .release import code_release
 
 DEFAULTS = {
     "CONNECTION_URL": None,
@@ -20,6 +21,13 @@ DEFAULTS = {
     "FEED_MAX_PAGE_SIZE": 100,
     "MAX_CONTENT_LENGTH": 16 * 1024,
     "TRACER_PROVIDER": None,
+    # Who may write: access tokens of this issuer (the Cognito user pool's URL, or the local
+    # issuer's name), signed by a key of its key set (a URL, or a file path), for these app
+    # clients (a list or a comma-separated string), with this many seconds of clock skew.
+    "AUTH_ISSUER": "",
+    "AUTH_JWKS": "",
+    "AUTH_CLIENT_IDS": [],
+    "AUTH_LEEWAY": 30,
     # The frontend's origin(s) allowed by CORS (one URL, comma-separated, or a list); empty: off.
     "FRONTEND_URL": "",
     # OTEL_* settings (an exporter header may carry an API key): they live in the private
@@ -51,8 +59,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     if not_otel:
         raise RuntimeError(f"OTEL_ENVIRONMENT may only hold OTEL_* settings, not {', '.join(not_otel)}")
     os.environ.update({name: str(value) for name, value in otel.items()})
+    verifier = Verifier(app.config["AUTH_ISSUER"], app.config["AUTH_JWKS"], app.config["AUTH_CLIENT_IDS"],
+                        app.config["AUTH_LEEWAY"])
     tracer = tracing.get_tracer(app.config["TRACER_PROVIDER"])
     app.extensions["cruddur_tracer"] = tracer
+    app.extensions["cruddur_auth"] = verifier
     database = Database(
         app.config["CONNECTION_URL"],
         min_size=int(app.config["DB_POOL_MIN_SIZE"]),

@@ -1,5 +1,7 @@
 """CORS for the Cruddur frontend: its origin(s) only, off unless FRONTEND_URL is set.
 
+No credentials mode: the frontend sends its token in the Authorization header, not a cookie.
+
 Simple requests get Access-Control-Allow-Origin (and the headers the frontend reads); a
 preflight (OPTIONS with Access-Control-Request-Method) gets the route's methods from Flask's own
 OPTIONS answer. Any other origin gets no CORS header at all, so the browser refuses it.
@@ -11,6 +13,7 @@ from flask import Flask, request
 
 EXPOSED = "X-Next-Cursor, Link, Location, Retry-After"
 PREFLIGHT_MAX_AGE = "600"
+ALLOWED_HEADERS = "Authorization, Content-Type"
 
 
 def allowed_origins(setting: str | list | None) -> frozenset[str]:
@@ -36,6 +39,7 @@ def register(app: Flask) -> None:
         response.headers["Access-Control-Expose-Headers"] = EXPOSED
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
             response.headers["Access-Control-Allow-Methods"] = response.headers.get("Allow", "GET, POST")
-            response.headers["Access-Control-Allow-Headers"] = "Content-Type"
+            # The frontend sends its access token (even `Bearer null` signed out) and JSON bodies.
+            response.headers["Access-Control-Allow-Headers"] = ALLOWED_HEADERS
             response.headers["Access-Control-Max-Age"] = PREFLIGHT_MAX_AGE
         return response

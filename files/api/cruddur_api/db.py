@@ -44,7 +44,8 @@ class InvalidInput(ValueError):
     """PostgreSQL (or the driver, before sending) refused a value: the client's input is bad."""
 
 
-# A fragment (a file whose name starts with "_") is included where a template says /*@name*/.
+# A fragment (a file whose name starts with "_") is included where a template (or another
+# fragment) says /*@name*/.
 INCLUDE = re.compile(r"/\*@([\w/]+)\*/")
 
 
@@ -59,12 +60,18 @@ def load_templates(sql_dir: Path) -> dict[str, str]:
     if not texts:
         raise RuntimeError(f"no SQL templates found under {sql_dir}")
 
-    def include(match: re.Match) -> str:
-        if match.group(1) not in fragments:
-            raise RuntimeError(f"SQL fragment {match.group(1)} is not under {sql_dir}")
-        return fragments[match.group(1)]
+    def expand(text: str, seen: tuple[str, ...] = ()) -> str:
+        def include(match: re.Match) -> str:
+            name = match.group(1)
+            if name not in fragments:
+                raise RuntimeError(f"SQL fragment {name} is not under {sql_dir}")
+            if name in seen:
+                raise RuntimeError(f"SQL fragment {name} includes itself")
+            return expand(fragments[name], (*seen, name))
 
-    return {name: INCLUDE.sub(include, text) for name, text in texts.items()}
+        return INCLUDE.sub(include, text)
+
+    return {name: expand(text) for name, text in texts.items()}
 
 
 class Database:
@@ -153,6 +160,9 @@ class Database:
 
     def query_value(self, name: str, params: Mapping[str, Any] | None = None) -> Any:
         return self._fetch_one_value("value", name, params)
+
+    def query_row(self, name: str, params: Mapping[str, Any] | None = None) -> tuple | None:
+        return self._fetch_row("value", name, params)
 
 
 def _describe(exc: psycopg.Error) -> str:

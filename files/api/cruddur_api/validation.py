@@ -39,11 +39,11 @@ def _check_text(value: Any, field: str, errors: list[str], max_chars: int | None
 
 
 def validate_new_activity(payload: dict) -> tuple[dict, list[str]]:
-    """Return (clean values, error codes) for a create-activity request body."""
+    """Return (clean values, error codes) for a create-activity request body. Only `message` and
+    `ttl` are read: the author is the token's user, whatever else the body carries."""
     errors: list[str] = []
     message = payload.get("message")
     ttl = payload.get("ttl")
-    handle = payload.get("handle")
 
     _check_text(message, "message", errors, MESSAGE_MAX_CHARS)
 
@@ -52,8 +52,17 @@ def validate_new_activity(payload: dict) -> tuple[dict, list[str]]:
     elif not isinstance(ttl, str) or ttl not in TTL_OFFSETS:
         errors.append("ttl_invalid")
 
-    _check_text(handle, "user_handle", errors)
-
     if errors:
         return {}, errors
-    return {"message": message, "ttl": TTL_OFFSETS[ttl], "handle": handle}, []
+    return {"message": message, "ttl": TTL_OFFSETS[ttl]}, []
+
+
+def validate_reply(payload: dict) -> tuple[dict, list[str]]:
+    """Return (clean values, error codes) for a reply's body: its `message` only (a reply expires
+    with the activity it answers)."""
+    errors: list[str] = []
+    message = payload.get("message")
+    _check_text(message, "message", errors, MESSAGE_MAX_CHARS)
+    if errors:
+        return {}, errors
+    return {"message": message}, []
