@@ -1,6 +1,7 @@
 """pytest-testinfra checks of the deployed API: gunicorn under supervisor, answering on 4567."""
 
 import json
+import re
 import stat
 import time
 import urllib.error
@@ -40,9 +41,20 @@ def activities_made():
         query("cruddur", "DELETE FROM activities WHERE uuid = ANY(%s::uuid[])", (made,))
 
 
-def post_activity(made, message, handle="andrewbrown"):
-    status, created = http("POST", "/api/activities", {"message": message, "ttl": "3-hours", "handle": handle})
-    assert status == 201, created
+@pytest.fixture(scope="module")
+def token(converged):
+    """The README's command for a local user's token: playbooks/local-token.yml."""
+    run = run_playbook("playbooks/local-token.yml", "-e", "handle=andrewbrown")
+    assert run.rc == 0, run.output[-3000:]
+    found = re.findall(r"eyJ[\w-]+\.[\w-]+\.[\w-]+", run.output)
+    assert len(found) == 1, run.output[-3000:]
+    return found[0]
+
+
+def post_activity(made, message, token):
+    status, created = http("POST", "/api/activities", {"message": message, "ttl": "3-hours"},
+                           {"Authorization": f"Bearer {token}"})
+    assert status == 200, created
     made.append(created["uuid"])
     return created
 
@@ -96,20 +108,22 @@ def test_home_feed_returns_the_seed_activity(converged):
     assert "This was imported as seed data!" in [a["message"] for a in feed]
 
 
-def test_create_and_read_back_through_the_service(converged, activities_made):
-    created = post_activity(activities_made, "posted through gunicorn")
+def test_create_and_read_back_through_the_service(converged, activities_made, token):
+    created = post_activity(activities_made, "posted through gunicorn", token)
+    assert created["handle"] == "andrewbrown"
     status, fetched = http("GET", f"/api/activities/{created['uuid']}")
     assert status == 200 and fetched == created
     status, feed = http("GET", "/api/activities/home")
     assert feed[0] == created
 
 
-@pytest.mark.parametrize("raw", ['{"message": "a\\u0000b", "ttl": "1-day", "handle": "andrewbrown"}',
-                                 '{"message": "hi", "ttl": "1-day", "handle": "\\ud800"}'])
-def test_unstorable_characters_are_refused_by_the_service(converged, raw):
+@pytest.mark.parametrize("raw", ['{"message": "a\\u0000b", "ttl": "1-day"}',
+                                 '{"message": "lone \\ud800", "ttl": "1-day"}'])
+def test_unstorable_characters_are_refused_by_the_service(converged, raw, token):
     before = query("cruddur", "SELECT count(*) FROM activities")[0][0]
     request = urllib.request.Request(BASE + "/api/activities", data=raw.encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": f"Bearer {token}"})
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == 422
@@ -119,7 +133,7 @@ def test_unstorable_characters_are_refused_by_the_service(converged, raw):
 def test_405_from_the_service_keeps_allow(converged):
     status, headers, body = http_full("DELETE", "/api/activities/home")
     assert status == 405 and "GET" in headers["Allow"]
-    assert body["error"] == "method_not_allowed"
+    assert body == ["method_not_allowed"]
 
 
 def test_health(converged):
@@ -156,12 +170,12 @@ def worker_pids(host, master):
 
 
 @pytest.mark.serial
-def test_reloads_gracefully_only_when_its_configuration_changes(host, converged, activities_made):
+def test_reloads_gracefully_only_when_its_configuration_changes(host, converged, activities_made, token):
     from conftest import run_playbook
 
     # Rows of its own, so a page size of 1 shows on any database, a fresh one included.
-    post_activity(activities_made, "first of two")
-    post_activity(activities_made, "second of two")
+    post_activity(activities_made, "first of two", token)
+    post_activity(activities_made, "second of two", token)
     pid = gunicorn_master_pid(host)
     workers = worker_pids(host, pid)
     unchanged = run_playbook("playbooks/api-deploy.yml")
@@ -237,3 +251,22 @@ def test_the_venv_holds_exactly_the_pinned_requirements(host, converged):
     installed = {line.strip().lower().replace("_", "-") for line in freeze.stdout.splitlines() if line.strip()}
     assert pinned <= installed
     assert not {name.split("==")[0] for name in installed - pinned} - {"setuptools", "wheel"}
+
+
+def test_the_api_host_gets_the_local_issuers_public_keys_only(converged, token):
+    key_file = REPO / ".secrets" / "local" / "token-issuer.pem"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    config = json.loads(Path("/etc/cruddur-api/config.json").read_text())
+    assert config["AUTH_ISSUER"] == "urn:cruddur:local-issuer" and config["AUTH_CLIENT_IDS"] == ["cruddur-local"]
+    (jwk,) = config["AUTH_JWKS"]["keys"]
+    assert set(jwk) == {"kty", "n", "e", "kid", "alg", "use"}  # no private member ("d", "p", ...)
+    # A token of another key with the same claims is refused by the running service.
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    claims = jwt.decode(token, options={"verify_signature": False})
+    forged = jwt.encode(claims, rsa.generate_private_key(public_exponent=65537, key_size=2048),
+                        algorithm="RS256", headers={"kid": jwk["kid"]})
+    status, body = http("POST", "/api/activities", {"message": "forged", "ttl": "1-day"},
+                        {"Authorization": f"Bearer {forged}"})
+    assert status == 401 and body == ["token_invalid"]

@@ -22,7 +22,7 @@ DEFAULTS = {
     "MAX_CONTENT_LENGTH": 16 * 1024,
     "TRACER_PROVIDER": None,
     # Who may write: access tokens of this issuer (the Cognito user pool's URL, or the local
-    # issuer's name), signed by a key of its key set (a URL, or a file path), for these app
+    # issuer's name), signed by a key of its key set (a URL, a file path, or the set itself), for these app
     # clients (a list or a comma-separated string), with this many seconds of clock skew.
     "AUTH_ISSUER": "",
     "AUTH_JWKS": "",

@@ -9,8 +9,8 @@ One code path for every inventory. A token is accepted only when
 The token's `sub` is then the user's `users.cognito_user_id`; the write's SQL finds the author
 by it, never by anything in the body.
 
-The key set is read once (an http(s) URL: the user pool's JWKS; or a file: the local issuer's)
-and kept. A token naming a key the set does not have makes one new read, at most every
+The key set is read once (an http(s) URL: the user pool's JWKS; a file; or the key set itself, as
+the local issuer's comes in the configuration file) and kept. A token naming a key the set does not have makes one new read, at most every
 `REFRESH_INTERVAL` seconds, so a rotated pool key is picked up and a flood of made-up key ids
 does not turn into a flood of requests to the pool.
 """
@@ -55,7 +55,7 @@ class Identity:
 class KeySet:
     """The issuer's public keys by key id, read from `source` (URL or file path) when first needed."""
 
-    def __init__(self, source: str, refresh_interval: float = REFRESH_INTERVAL):
+    def __init__(self, source: str | dict, refresh_interval: float = REFRESH_INTERVAL):
         self.source = source
         self.refresh_interval = refresh_interval
         self.keys: dict[str, jwt.PyJWK] = {}
@@ -64,6 +64,8 @@ class KeySet:
         self._lock = threading.Lock()
 
     def _read(self) -> dict:
+        if isinstance(self.source, dict):
+            return self.source
         if self.source.startswith(("http://", "https://")):
             with urllib.request.urlopen(self.source, timeout=FETCH_TIMEOUT) as response:  # noqa: S310 (http(s) only)
                 return json.load(response)
@@ -78,7 +80,8 @@ class KeySet:
         except (OSError, ValueError, jwt.PyJWKSetError) as exc:
             # Tried again after a few seconds, not after the full interval.
             self._read_at -= self.refresh_interval - RETRY_AFTER_FAILURE
-            raise KeySetUnavailable(f"the token issuer's key set ({self.source}) cannot be read: "
+            where = self.source if isinstance(self.source, str) else "configured"
+            raise KeySetUnavailable(f"the token issuer's key set ({where}) cannot be read: "
                                     f"{type(exc).__name__}") from None
         self.keys = {key.key_id: key for key in key_set.keys if key.key_id and key.key_type == "RSA"}
 

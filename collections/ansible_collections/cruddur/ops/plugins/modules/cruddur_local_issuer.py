@@ -20,7 +20,7 @@ description:
     access token has - C(iss), C(sub), C(client_id), C(token_use=access), C(iat), C(exp) - and
     the key's id as C(kid)).
   - Changed only when the key is created. In check mode nothing is written; while the key does
-    not exist yet, no key set and no token is returned.
+    not exist yet, the key set returned is that of a throwaway key, and no token is minted.
 options:
   key_path:
     description: The private key's file (PEM). Created when missing.
@@ -64,15 +64,15 @@ client_id:
 kid:
   description: The key's id (its RFC 7638 thumbprint).
   type: str
-  returned: when the key exists
+  returned: always
 jwks:
   description: The public key set, as the API reads it.
   type: dict
-  returned: when the key exists
+  returned: always
 token:
   description: An access token for I(subject).
   type: str
-  returned: when I(subject) is given and not in check mode
+  returned: when I(subject) is given, unless the key would first be created in check mode
 """
 
 import base64
@@ -112,13 +112,13 @@ def public_jwk(private_key):
 
 
 def load_or_create(path, check_mode):
-    """(private key or None, created)."""
+    """(private key, created); in check mode a key that would be created is made but not kept."""
     if os.path.exists(path):
         with open(path, "rb") as handle:
             return serialization.load_pem_private_key(handle.read(), password=None), False
-    if check_mode:
-        return None, True
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if check_mode:
+        return key, True
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     directory = os.path.dirname(path)
@@ -167,11 +167,10 @@ def main():
     except (OSError, ValueError) as exc:
         module.fail_json(msg=f"the issuer's key {params['key_path']} cannot be read or made: {exc}")
     result = {"changed": created, "issuer": ISSUER, "client_id": CLIENT_ID}
-    if key is not None:
-        jwk = public_jwk(key)
-        result.update(kid=jwk["kid"], jwks={"keys": [jwk]})
-        if params["subject"] is not None:
-            result["token"] = mint(key, jwk, params["subject"], params["lifetime"])
+    jwk = public_jwk(key)
+    result.update(kid=jwk["kid"], jwks={"keys": [jwk]})
+    if params["subject"] is not None and not (created and module.check_mode):
+        result["token"] = mint(key, jwk, params["subject"], params["lifetime"])
     module.exit_json(**result)
 
 
