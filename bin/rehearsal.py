@@ -11,8 +11,10 @@ alone, since moto's RDS has no database behind it.
 6. a user signs up in the emulated Cognito pool and is confirmed;
 7. the PostConfirmation event, built from that user's attributes, is delivered to the deployed
    handler: the package whose sha256 the emulated function reports, its environment, its handler;
-8. an activity posted as that user through the API, then the feed;
-9. db-doctor on it all: every database and AWS link green.
+8. the user signs in (InitiateAuth) and gets the pool's access token;
+9. with that token, an activity and a reply to it are posted through the API, which checks the
+   token against the pool's JWKS; the feed shows both under the user's handle;
+10. db-doctor on it all: every database and AWS link green.
 Everything is torn down at the end (also after a failure): the API, the cluster, the emulator.
 
 Nothing leaves the machine: the endpoint's name is never looked up. libpq's PGHOSTADDR gives its
@@ -133,7 +135,12 @@ class Rehearsal:
         self.stack.callback(stop_group, proc, "the emulator")
         self.endpoint = f"http://{HOST}:{proc.args[-1]}"
         self.pool_id = sandbox.ensure_user_pool(self.endpoint)
-        return [f"moto on {self.endpoint}, user pool {self.pool_id}"]
+        # The frontend's app client: the API accepts the access tokens issued for it.
+        app = client("cognito-idp", self.endpoint).create_user_pool_client(
+            UserPoolId=self.pool_id, ClientName="cruddur-rehearsal",
+            ExplicitAuthFlows=["ALLOW_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"])
+        self.client_id = app["UserPoolClient"]["ClientId"]
+        return [f"moto on {self.endpoint}, user pool {self.pool_id}, app client {self.client_id}"]
 
     def aws_site(self):
         recap = self.playbook("aws-site.yml", "inventories/sandbox")
@@ -195,7 +202,12 @@ class Rehearsal:
             # No password in it: gunicorn gets it in its environment (PGPASSWORD) only.
             "CONNECTION_URL": pg_url({"host": self.address, "port": self.db_port, "name": "cruddur",
                                       "sslmode": "verify-full", "sslrootcert": str(ca)}, "cruddur_api", ""),
-            "DB_POOL_MIN_SIZE": 1, "DB_POOL_MAX_SIZE": 4}))
+            "DB_POOL_MIN_SIZE": 1, "DB_POOL_MAX_SIZE": 4,
+            # The pool's tokens, as the sandbox inventory wires them: its issuer, its JWKS as the
+            # emulator serves it, the frontend's app client.
+            "AUTH_ISSUER": f"https://cognito-idp.{REGION}.amazonaws.com/{self.pool_id}",
+            "AUTH_JWKS": f"{self.endpoint}/{self.pool_id}/.well-known/jwks.json",
+            "AUTH_CLIENT_IDS": [self.client_id]}))
         log = open(self.run_dir / "api.log", "ab")  # noqa: SIM115 (lives with gunicorn)
         self.stack.callback(log.close)
         proc = subprocess.Popen(
@@ -217,23 +229,22 @@ class Rehearsal:
                 time.sleep(0.2)
         return [f"gunicorn on http://{HOST}:{self.api_port}, health: {health['status']}"]
 
-    def http(self, method: str, path: str, body: dict | None = None) -> str:
+    def http(self, method: str, path: str, body: dict | None = None, token: str | None = None) -> str:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         request = urllib.request.Request(
             f"http://{HOST}:{self.api_port}{path}", method=method,
-            data=json.dumps(body).encode() if body is not None else None,
-            headers={"Content-Type": "application/json"} if body is not None else {})
+            data=json.dumps(body).encode() if body is not None else None, headers=headers)
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.read().decode()
 
     def sign_up(self):
         cognito = client("cognito-idp", self.endpoint)
-        app = cognito.create_user_pool_client(UserPoolId=self.pool_id, ClientName="cruddur-rehearsal",
-                                              ExplicitAuthFlows=["ALLOW_USER_PASSWORD_AUTH",
-                                                                 "ALLOW_REFRESH_TOKEN_AUTH"])
-        self.client_id = app["UserPoolClient"]["ClientId"]
         suffix = base64.b32encode(os.urandom(5)).decode().lower()
         self.handle = f"rehearsal{suffix}"
-        cognito.sign_up(ClientId=self.client_id, Username=self.handle, Password=f"Rehearse-{suffix}-2026!",
+        self.password = f"Rehearse-{suffix}-2026!"
+        cognito.sign_up(ClientId=self.client_id, Username=self.handle, Password=self.password,
                         UserAttributes=[{"Name": "email", "Value": f"{self.handle}@example.com"},
                                         {"Name": "name", "Value": f"Rehearsal {suffix.upper()}"},
                                         {"Name": "preferred_username", "Value": self.handle}])
@@ -293,17 +304,34 @@ class Rehearsal:
         return [f"trigger {arn} -> {function['Handler']} of the deployed package (sha256 {digest})",
                       f"users row: {row}"]
 
+    def sign_in(self):
+        """As the frontend's Amplify does: InitiateAuth with the user's password, for its access token."""
+        result = client("cognito-idp", self.endpoint).initiate_auth(
+            ClientId=self.client_id, AuthFlow="USER_PASSWORD_AUTH",
+            AuthParameters={"USERNAME": self.handle, "PASSWORD": self.password})["AuthenticationResult"]
+        self.token = result["AccessToken"]
+        return [f"InitiateAuth -> access token ({len(self.token)} characters, expires in {result['ExpiresIn']} s)"]
+
     def post_and_read(self):
+        """An activity and a reply, each with the access token alone: no handle in either body."""
         message = f"Rehearsed end to end by {self.handle}"
-        created = json.loads(self.http("POST", "/api/activities",
-                                       {"handle": self.handle, "message": message, "ttl": "1-day"}))
+        created = json.loads(self.http("POST", "/api/activities", {"message": message, "ttl": "1-day"}, self.token))
+        reply = json.loads(self.http("POST", f"/api/activities/{created['uuid']}/reply",
+                                     {"message": "And replied to, signed in."}, self.token))
         feed = json.loads(self.http("GET", "/api/activities/home"))
         mine = [item for item in feed if item.get("uuid") == created["uuid"]]
         if not mine:
             raise RehearsalFailed(f"activity {created['uuid']} is not in the feed")
-        return [f"POST /api/activities -> 201, activity {created['uuid']}",
-                      f"GET /api/activities/home: {len(feed)} activit{'y' if len(feed) == 1 else 'ies'}; "
-                      f"{mine[0]['handle']}: \"{mine[0]['message']}\" (expires {mine[0]['expires_at']})"]
+        shown = mine[0]
+        if shown["handle"] != self.handle or [r["uuid"] for r in shown["replies"]] != [reply["uuid"]] \
+                or shown["replies"][0]["handle"] != self.handle:
+            raise RehearsalFailed(f"the feed does not show the post and its reply under {self.handle}: {shown}")
+        return [f"POST /api/activities (Bearer) -> 200, activity {created['uuid']}",
+                f"POST /api/activities/{created['uuid']}/reply (Bearer) -> 200, reply {reply['uuid']}",
+                f"GET /api/activities/home: {len(feed)} activit{'y' if len(feed) == 1 else 'ies'}; "
+                f"{shown['handle']}: \"{shown['message']}\" (expires {shown['expires_at']}), "
+                f"{shown['replies_count']} reply",
+                f"  reply by {shown['replies'][0]['handle']}: \"{shown['replies'][0]['message']}\""]
 
 
     def doctor(self):
@@ -375,7 +403,9 @@ def main(argv: list[str]) -> int:
             steps.run("Start the API against \"RDS\"", rehearsal.api)
             steps.run("Sign a user up in the Cognito pool", rehearsal.sign_up)
             steps.run("Deliver PostConfirmation to the deployed handler", rehearsal.deliver)
-            steps.run("Post an activity through the API, read the feed", rehearsal.post_and_read)
+            steps.run("Sign in to the pool", rehearsal.sign_in)
+            steps.run("Post an activity and a reply with the access token, read the feed",
+                      rehearsal.post_and_read)
             steps.run("db-doctor on the rehearsed system", rehearsal.doctor)
         except (RehearsalFailed, subprocess.SubprocessError, OSError, urllib.error.URLError) as exc:
             failed = exc

@@ -155,7 +155,8 @@ def test_create_gives_the_owner_what_the_administrator_made_and_keeps_the_rows(s
 def test_check_mode_lists_pending_migrations_and_touches_nothing(scratch_db_name):
     run = run_playbook("playbooks/db-setup.yml", "--check", extra_vars=on_database(scratch_db_name))
     assert run.rc == 0, run.output[-3000:]
-    assert "Would apply: 0001_uuid_ossp, 0002_users_activities, 0003_reply_to_index" in run.output
+    assert ("Would apply: 0001_uuid_ossp, 0002_users_activities, 0003_reply_to_index, 0004_feed_indexes, "
+            "0005_replies_count") in " ".join(run.output.split())
     assert query("postgres", "SELECT count(*) FROM pg_database WHERE datname = %s", (scratch_db_name,)) == [(0,)]
 
 
@@ -194,14 +195,15 @@ def test_concurrent_migrations_apply_each_migration_once(scratch_db_name, migrat
     # Exactly one run applied the migrations (the other waited for the lock, then found none);
     # either may be the one that granted the roles their privileges.
     applied = [" ".join(run.output.split()) for run in runs]
-    assert sum("Applied: 0001_uuid_ossp, 0002_users_activities, 0003_reply_to_index, 0003_slow" in out
-               for out in applied) == 1
+    assert sum("Applied: 0001_uuid_ossp, 0002_users_activities, 0003_reply_to_index, 0003_slow, "
+               "0004_feed_indexes, 0005_replies_count" in out for out in applied) == 1
     # The other applied nothing: it says so only when it was the one that granted.
     assert sum("Applied: 0" in out for out in applied) == 1, [out[out.find("Applied:"):][:300] for out in applied]
     assert all("Applied: 0" in out or "Applied:" not in out or "Applied: nothing (up to date); granted" in out
                for out in applied), [out[out.find("Applied:"):][:300] for out in applied]
     recorded = query(scratch_db_name, "SELECT migration_id FROM cruddur_schema_migrations ORDER BY seq")
-    assert recorded == [("0001_uuid_ossp",), ("0002_users_activities",), ("0003_reply_to_index",), ("0003_slow",)]
+    assert recorded == [("0001_uuid_ossp",), ("0002_users_activities",), ("0003_reply_to_index",), ("0003_slow",),
+                        ("0004_feed_indexes",), ("0005_replies_count",)]
 
 
 def test_edited_applied_migration_is_refused(scratch_db_name, migrations_copy):
@@ -220,18 +222,21 @@ def test_edited_applied_migration_is_refused(scratch_db_name, migrations_copy):
 def test_rollback_then_migrate_gives_the_same_schema(scratch_db_name):
     setup_scratch(scratch_db_name)
     before = schema_dump(scratch_db_name)
-    # Each run rolls back the last applied migration: the reply index, then the tables.
-    for last, gone in (("0003_reply_to_index", "public.activities_reply_to_activity_uuid_idx"),
-                       ("0002_users_activities", "public.activities")):
+    # Each run rolls back the last applied migration: the replies' trigger, the feed indexes, the
+    # reply index, then the tables.
+    for last, gone in (("0005_replies_count", "SELECT to_regprocedure('public.activities_count_replies()')"),
+                       ("0004_feed_indexes", "SELECT to_regclass('public.activities_home_idx')"),
+                       ("0003_reply_to_index", "SELECT to_regclass('public.activities_reply_to_activity_uuid_idx')"),
+                       ("0002_users_activities", "SELECT to_regclass('public.activities')")):
         rollback = run_playbook("playbooks/db-rollback.yml", extra_vars=on_database(scratch_db_name))
         assert rollback.rc == 0 and rollback.changed() == 1, rollback.output[-3000:]
         assert f"Rolled back: {last}" in rollback.output
-        assert query(scratch_db_name, "SELECT to_regclass(%s)", (gone,)) == [(None,)]
+        assert query(scratch_db_name, gone) == [(None,)]
     migrate = run_playbook("playbooks/db-migrate.yml", extra_vars=on_database(scratch_db_name))
     # The migrations, then the grants on the tables they made again (one task, one connection).
     assert migrate.rc == 0 and migrate.changed() == 1, migrate.output[-3000:]
-    assert ("Applied: 0002_users_activities, 0003_reply_to_index; granted cruddur_api INSERT/SELECT on activities"
-            in " ".join(migrate.output.split()))
+    assert ("Applied: 0002_users_activities, 0003_reply_to_index, 0004_feed_indexes, 0005_replies_count; "
+            "granted cruddur_api INSERT/SELECT on activities" in " ".join(migrate.output.split()))
     assert schema_dump(scratch_db_name) == before  # privileges included
 
 
@@ -250,7 +255,7 @@ def test_failing_migration_leaves_the_database_as_it_was(scratch_db_name, migrat
     assert "division by zero" in run.output
     assert schema_dump(scratch_db_name) == before
     recorded = query(scratch_db_name, "SELECT count(*) FROM cruddur_schema_migrations")
-    assert recorded == [(3,)]  # 0001-0003, applied by the setup before
+    assert recorded == [(5,)]  # 0001-0005, applied by the setup before
 
 
 # --- secrets -------------------------------------------------------------------------------

@@ -207,7 +207,7 @@ def test_a_confirmed_drop_backs_up_first_and_restore_gives_the_same_database(scr
     digest, name = (dump.parent / (dump.name + ".sha256")).read_text().split()
     assert (digest, name) == (hashlib.sha256(dump.read_bytes()).hexdigest(), dump.name)
     manifest = json.loads((dump.parent / (dump.name + ".json")).read_text())
-    assert manifest["tables"] == {"users": 52, "activities": 51, "cruddur_schema_migrations": 3}
+    assert manifest["tables"] == {"users": 52, "activities": 51, "cruddur_schema_migrations": 5}
     listing = subprocess.run(["pg_restore", "--list", str(dump)], capture_output=True, text=True, check=True).stdout
     assert "TABLE DATA public users" in listing and "TABLE DATA public activities" in listing
     assert f"Backed up to {dump}" in " ".join(dropped.output.split())
@@ -327,12 +327,19 @@ def test_migrate_adopts_the_original_schema_and_keeps_every_row(scratch_db_name,
         assert after["activities"] == before["activities"]
         assert catalogue(scratch_db_name) == catalogue(fresh)
         assert query(scratch_db_name, "SELECT migration_id, how FROM cruddur_schema_migrations ORDER BY seq") == \
-            [("0001_uuid_ossp", "adopted"), ("0002_users_activities", "adopted"), ("0003_reply_to_index", "applied")]
+            [("0001_uuid_ossp", "adopted"), ("0002_users_activities", "adopted"), ("0003_reply_to_index", "applied"),
+             ("0004_feed_indexes", "applied"), ("0005_replies_count", "applied")]
         again = run_playbook("playbooks/db-migrate.yml", extra_vars=on_database(scratch_db_name))
         assert again.rc == 0 and again.changed() == 0, again.output[-3000:]
         # The API's role can now post as an adopted user.
         query(scratch_db_name, "SET ROLE cruddur_api; INSERT INTO activities (user_uuid, message) "
                                "SELECT uuid, 'after adoption' FROM users WHERE handle = 'andrewbrown'")
+        # And reply: the parent's count goes up, though the role may not update activities.
+        query(scratch_db_name, "SET ROLE cruddur_api; INSERT INTO activities (user_uuid, message, reply_to_activity_uuid) "
+                               "SELECT uuid, 'a reply', (SELECT uuid FROM activities WHERE message = 'after adoption') "
+                               "FROM users WHERE handle = 'andrewbrown'")
+        assert query(scratch_db_name, "SELECT replies_count FROM activities WHERE message = 'after adoption'") == [(1,)]
+        assert query(scratch_db_name, "SELECT has_table_privilege('cruddur_api', 'activities', 'UPDATE')") == [(False,)]
     finally:
         drop_database(fresh)
 

@@ -271,7 +271,7 @@ def test_destructive_chores_on_prod_refuse_without_confirmation_then_back_up_fir
         text = " ".join(run.output.split())
         if playbook != "db-restore":  # db-restore first says there is no backup to restore
             assert ("database cruddur (activities: 0 rows, users: 1 row; migrations applied: 0001_uuid_ossp, "
-                    "0002_users_activities, 0003_reply_to_index)") in text
+                    "0002_users_activities, 0003_reply_to_index, 0004_feed_indexes, 0005_replies_count)") in text
             assert "the prod inventory is never treated as local" in text
             assert "-e cruddur_db_confirm=cruddur" in text
     assert standin_dump(rds_standin) == before

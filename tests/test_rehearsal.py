@@ -42,12 +42,12 @@ USER_ENVIRONMENT = {"CONNECTION_URL": "postgresql://postgres:wrong@127.0.0.1:1/e
                     "AWS_PROFILE": "cruddur-no-such-profile"}
 
 
-def test_a_user_who_signs_up_is_in_the_table_and_their_activity_in_the_feed():
+def test_a_user_who_signs_up_and_signs_in_posts_and_replies_with_their_token():
     run = rehearse(**USER_ENVIRONMENT)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     out = run.stdout
     # Each step is printed with its time.
-    assert len(re.findall(r"^\[\d+\] done in \d+\.\d s$", out, re.MULTILINE)) == 9, out
+    assert len(re.findall(r"^\[\d+\] done in \d+\.\d s$", out, re.MULTILINE)) == 10, out
     assert re.search(r"RDS endpoint cruddur-db-instance\.\S+\.rds\.amazonaws\.com:(\d+), PostgreSQL 15", out)
     signed_up = re.search(r"^    (rehearsal\w+) signed up and confirmed \(status CONFIRMED\), sub ([0-9a-f-]{36})$",
                           out, re.MULTILINE)
@@ -57,14 +57,18 @@ def test_a_user_who_signs_up_is_in_the_table_and_their_activity_in_the_feed():
     assert re.search(rf"^    users row: [0-9a-f-]{{36}} \| {handle} \| Rehearsal \w+ \| {handle}@example\.com \| {sub}$",
                      out, re.MULTILINE), out
     assert "of the deployed package (sha256 " in out
-    # The activity posted as that user through the API is in the feed; the seed adds no mock user
-    # outside the local environment, so it is the only one.
+    # Signed in, the user's access token alone (no handle in the bodies) posts an activity and a
+    # reply, which the API attributes to them; the seed adds no mock user outside the local
+    # environment, so the activity is the feed's only one, with its reply.
+    assert re.search(r"^    InitiateAuth -> access token \(\d+ characters", out, re.MULTILINE), out
+    assert "POST /api/activities (Bearer) -> 200" in out and "/reply (Bearer) -> 200, reply" in out
     assert f'GET /api/activities/home: 1 activity; {handle}: "Rehearsed end to end by {handle}"' in out
+    assert f'  reply by {handle}: "And replied to, signed in."' in out
     # db-doctor walked every link of the rehearsed system, database included, all green.
     doctor = re.search(r"^    (\d+) links OK, 0 skipped$", out, re.MULTILINE)
     assert doctor and int(doctor.group(1)) >= 17, out
     # Torn down: nothing listens on the ports it used, the cluster and its run directory are gone.
-    assert "rehearse: OK, 9 steps" in out and "nothing left running" in out
+    assert "rehearse: OK, 10 steps" in out and "nothing left running" in out
     assert len(ports_in(out)) == 3
     assert [port for port in ports_in(out) if listening(port)] == []
     assert "cruddur_rehearsal" not in clusters()
