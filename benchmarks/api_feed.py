@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Home-feed throughput and latency at 1k, 100k and 1M activities, beside pgbench's ceiling.
+"""The API's throughput and latency at 1k, 100k and 1M activities, beside pgbench's ceiling:
+the anonymous home feed, and signed-in posts (each checks its access token).
 
 For each size it fills a throwaway database (cruddur_bench_feed) to that many activities,
 starts a real gunicorn (the deployed configuration: gthread, 2 workers x 4 threads, pool of 4)
 on 127.0.0.1:4599, loads GET /api/activities/home for DURATION seconds with CONCURRENCY
-keep-alive clients (wrk when installed, else a Python client), and runs pgbench with the same
-SQL the API sends (prepared, same concurrency). Only loopback is used.
+keep-alive clients (wrk when installed, else a Python client), then POST /api/activities with
+a bearer token (the local issuer's, RS256; the key set is read once, not per request), and
+runs pgbench with the same SQL the API sends for each (prepared, same concurrency). Only
+loopback is used.
 
     .venv/bin/python benchmarks/api_feed.py [DURATION_SECONDS] [SIZES...]
 """
@@ -13,6 +16,7 @@ SQL the API sends (prepared, same concurrency). Only loopback is used.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import re
 import shutil
@@ -34,10 +38,18 @@ PASSWORD = os.environ.get("CRUDDUR_LOCAL_DB_PASSWORD") or "password"
 PORT = 4599
 CONCURRENCY = 8
 LAST_SPREAD: list[int] = []
-ENV = {**os.environ, "PGPASSWORD": PASSWORD}
+ENV = {**os.environ, "PGPASSWORD": PASSWORD, "PGOPTIONS": "-c client_min_messages=warning"}
 PSQL = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"]
 sys.path.insert(0, str(API_DIR))
 from cruddur_api.db import SQL_DIR, WRAP_PAGE, load_templates  # noqa: E402  (the API's own SQL)
+
+sys.path.insert(0, str(REPO / "collections"))
+# The local stack's token issuer: a key of its own for the run, its key set in the API's config.
+from ansible_collections.cruddur.ops.plugins.modules import cruddur_local_issuer as issuer  # noqa: E402
+
+WORK = Path(tempfile.mkdtemp(prefix="cruddur-bench-"))
+KEY, _ = issuer.load_or_create(str(WORK / "issuer.pem"), check_mode=False)
+JWK = issuer.public_jwk(KEY)
 
 
 def psql(db: str, sql: str) -> str:
@@ -50,9 +62,13 @@ def prepare_database() -> None:
     psql("postgres", f"CREATE DATABASE {DB}")
     for migration in sorted((REPO / "sql/migrations").glob("*.sql")):
         if not migration.name.endswith(".rollback.sql"):
-            subprocess.run(PSQL + ["-d", DB, "-1", "-f", str(migration)], env=ENV, check=True)
+            # One transaction each, but for those that build indexes CONCURRENTLY.
+            single = [] if "-- transactional: false" in migration.read_text() else ["-1"]
+            subprocess.run(PSQL + ["-d", DB, *single, "-f", str(migration)], env=ENV, check=True)
     subprocess.run(PSQL + ["-d", DB, "-f", str(REPO / "sql/seed/seed.sql")], env=ENV, check=True,
                    stdout=subprocess.DEVNULL)
+    # The seed's users as the post-confirmation trigger would have linked them.
+    psql(DB, "UPDATE users SET cognito_user_id = 'bench-' || handle")
 
 
 def fill_to(size: int) -> float:
@@ -73,9 +89,12 @@ def start_api() -> subprocess.Popen:
     conf = Path(tempfile.mkdtemp()) / "gunicorn.conf.py"
     conf.write_text(f'bind = "127.0.0.1:{PORT}"\nworkers = 2\nworker_class = "gthread"\nthreads = 4\n'
                     'accesslog = None\nerrorlog = "-"\nloglevel = "warning"\n')
-    env = {**os.environ, "CONNECTION_URL": f"postgresql://postgres:{PASSWORD}@127.0.0.1:5432/{DB}",
-           "PYTHONDONTWRITEBYTECODE": "1"}
-    for key in [k for k in env if k.startswith("OTEL_")]:
+    config = conf.with_name("config.json")
+    config.write_text(json.dumps({
+        "CONNECTION_URL": f"postgresql://postgres@127.0.0.1:5432/{DB}",
+        "AUTH_ISSUER": issuer.ISSUER, "AUTH_JWKS": {"keys": [JWK]}, "AUTH_CLIENT_IDS": [issuer.CLIENT_ID]}))
+    env = {**os.environ, "CRUDDUR_API_CONFIG": str(config), "PGPASSWORD": PASSWORD, "PYTHONDONTWRITEBYTECODE": "1"}
+    for key in [k for k in env if k.startswith("OTEL_") or k in ("CONNECTION_URL", "PROD_CONNECTION_URL")]:
         del env[key]
     proc = subprocess.Popen([str(VENV_BIN / "gunicorn"), "--config", str(conf), "cruddur_api.wsgi:app"],
                             cwd=API_DIR, env=env, start_new_session=True)
@@ -108,27 +127,36 @@ def connections_per_worker() -> list[int]:
     return sorted(counts.values(), reverse=True)
 
 
-def load_python(duration: float) -> tuple[float, float, float]:
+def load_python(duration: float, post: bool = False) -> tuple[float, float, float]:
+    """GET the home feed, or (post) POST an activity signed in as a seed user, from CONCURRENCY
+    keep-alive clients; each client is one signed-in user with one token, as a browser is."""
     latencies: list[float] = []
     lock = threading.Lock()
     stop_at = time.monotonic() + duration
 
-    def client():
+    def client(number: int):
         conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=10)
+        handle = ("andrewbrown", "bayko")[number % 2]
+        token = issuer.mint(KEY, JWK, f"bench-{handle}", 3600)
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        body = json.dumps({"message": f"benchmark post by {handle}", "ttl": "1-hour"})
         mine = []
         while time.monotonic() < stop_at:
             start = time.perf_counter()
-            conn.request("GET", "/api/activities/home")
+            if post:
+                conn.request("POST", "/api/activities", body, headers)
+            else:
+                conn.request("GET", "/api/activities/home")
             response = conn.getresponse()
             response.read()
             if response.status != 200:
-                raise SystemExit(f"home feed answered {response.status}")
+                raise SystemExit(f"{'create' if post else 'home feed'} answered {response.status}")
             mine.append(time.perf_counter() - start)
         conn.close()
         with lock:
             latencies.extend(mine)
 
-    threads = [threading.Thread(target=client) for _ in range(CONCURRENCY)]
+    threads = [threading.Thread(target=client, args=(number,)) for number in range(CONCURRENCY)]
     started = time.monotonic()
     for thread in threads:
         thread.start()
@@ -163,9 +191,14 @@ def load_wrk(duration: float) -> tuple[float, float, float]:
     return rps, ms("50%"), ms("99%")
 
 
-def pgbench(duration: float) -> float:
-    sql = load_templates(SQL_DIR)["activities/home"]  # fragments included, as the API loads it
-    script = WRAP_PAGE.format(template=sql).replace("%(limit)s", "20") + ";\n"
+def pgbench(duration: float, post: bool = False) -> float:
+    """The SQL the API sends for the feed page, or (post) for a create, fragments included."""
+    templates = load_templates(SQL_DIR)
+    if post:
+        script = (templates["activities/create"].replace("%(message)s", "'benchmark post'")
+                  .replace("%(ttl)s", "'1 hour'").replace("%(sub)s", "'bench-bayko'")) + ";\n"
+    else:
+        script = WRAP_PAGE.format(template=templates["activities/home"]).replace("%(limit)s", "20") + ";\n"
     # pgbench scripts are one statement per line
     script = " ".join(line.split("--")[0].strip() for line in script.splitlines()) + "\n"
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as handle:
@@ -182,7 +215,7 @@ def main() -> None:
     loader = load_wrk if shutil.which("wrk") else load_python
     print(f"home feed benchmark: {CONCURRENCY} keep-alive clients, {duration:.0f}s per size, "
           f"load from {'wrk' if loader is load_wrk else 'a Python client (install wrk for a lighter one)'}")
-    print(f"{'activities':>11} {'fill s':>7} {'API req/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
+    print(f"{'activities':>11} {'request':>18} {'fill s':>7} {'API req/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'pgbench tps':>12} {'API/pgbench':>12}  conns/worker")
     print("conns/worker: how the keep-alive connections were spread over gunicorn's workers. A")
     print("connection stays with the worker that accepted it; all 8 on one worker halves req/s on 2 cores.")
@@ -193,15 +226,20 @@ def main() -> None:
             api = start_api()
             try:
                 load_python(1)  # warm the pools and the prepared statements
-                rps, p50, p99 = loader(duration)
+                feed = loader(duration), "/".join(str(n) for n in LAST_SPREAD) or "?"
+                create = load_python(duration, post=True), "/".join(str(n) for n in LAST_SPREAD) or "?"
             finally:
                 stop_api(api)
-            tps = pgbench(duration)
-            spread = "/".join(str(n) for n in LAST_SPREAD) or "?"
-            print(f"{size:>11,} {fill:>7.1f} {rps:>10.0f} {p50:>8.2f} {p99:>8.2f} {tps:>12.0f} {rps / tps:>12.2f}"
-                  f"  {spread}")
+            for label, ((rps, p50, p99), spread), post in (("GET home (anon)", feed, False),
+                                                             ("POST create (JWT)", create, True)):
+                tps = pgbench(duration, post)
+                print(f"{size:>11,} {label:>18} {fill:>7.1f} {rps:>10.0f} {p50:>8.2f} {p99:>8.2f} {tps:>12.0f} "
+                      f"{rps / tps:>12.2f}  {spread}")
+            # The posts are the benchmark's own: the next size starts from the feed's rows.
+            psql(DB, "DELETE FROM activities WHERE message = 'benchmark post' OR message LIKE 'benchmark post by %'")
     finally:
         psql("postgres", f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+        shutil.rmtree(WORK, ignore_errors=True)
 
 
 if __name__ == "__main__":
