@@ -3,7 +3,8 @@
 -- The feeds list the activities that are not replies, newest first, a page at a time: the home
 -- feed over everyone's, a user's feed (GET /api/activities/@handle) over theirs. Partial indexes
 -- in that order serve a page by walking them, without sorting and without stepping over replies,
--- however many replies the table holds.
+-- however many replies the table holds. An index on expires_at lets db-purge-expired take the
+-- oldest expired rows a batch at a time without scanning the table.
 -- Built CONCURRENTLY, so the API keeps writing while they build; each build that was interrupted
 -- leaves an invalid index behind, which the statement before it removes on the next attempt.
 DROP INDEX CONCURRENTLY IF EXISTS public.activities_home_idx;
@@ -12,3 +13,5 @@ CREATE INDEX CONCURRENTLY activities_home_idx ON public.activities (created_at D
 DROP INDEX CONCURRENTLY IF EXISTS public.activities_user_feed_idx;
 CREATE INDEX CONCURRENTLY activities_user_feed_idx ON public.activities (user_uuid, created_at DESC, uuid DESC)
   WHERE reply_to_activity_uuid IS NULL;
+DROP INDEX CONCURRENTLY IF EXISTS public.activities_expires_at_idx;
+CREATE INDEX CONCURRENTLY activities_expires_at_idx ON public.activities (expires_at);
