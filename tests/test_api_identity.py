@@ -9,6 +9,7 @@ import json
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import jwt
 import pytest
@@ -326,3 +327,40 @@ def test_the_api_refuses_to_start_without_an_issuer(database):
         create_app({"CONNECTION_URL": url})
     with pytest.raises(RuntimeError, match="AUTH_CLIENT_IDS"):
         create_app({"CONNECTION_URL": url, "AUTH_ISSUER": ISSUER, "AUTH_JWKS": "/nonexistent"})
+
+
+# --- the inventories' issuers ------------------------------------------------------------
+
+@pytest.mark.parametrize("inventory, env, issuer, jwks", [
+    ("prod", {"CRUDDUR_USER_POOL_ID": "us-east-1_Pool1", "CRUDDUR_USER_POOL_CLIENT_IDS": "client-a,client-b",
+              "AWS_DEFAULT_REGION": "us-east-1"},
+     "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Pool1",
+     "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Pool1/.well-known/jwks.json"),
+    ("sandbox", {"CRUDDUR_SANDBOX_USER_POOL_ID": "us-east-1_Pool1", "CRUDDUR_SANDBOX_CLIENT_IDS": "client-a,client-b",
+                 "CRUDDUR_SANDBOX_ENDPOINT": "http://127.0.0.1:5999"},
+     "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Pool1",
+     "http://127.0.0.1:5999/us-east-1_Pool1/.well-known/jwks.json"),
+])
+def test_prod_and_sandbox_hand_the_api_their_user_pool(tmp_path, inventory, env, issuer, jwks):
+    """The playbooks' wiring (playbooks/group_vars/all.yml) with each inventory: the issuer is the
+    pool's, its key set the pool's (the emulator's in the sandbox), the app clients the inventory's."""
+    import os
+    import shutil
+    import subprocess
+
+    (tmp_path / "group_vars").mkdir()
+    shutil.copy(REPO / "playbooks" / "group_vars" / "all.yml", tmp_path / "group_vars" / "all.yml")
+    (tmp_path / "show.yml").write_text(
+        "- hosts: aws\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n"
+        "        msg: \"{{ {'issuer': cruddur_api_auth_issuer, 'jwks': cruddur_api_auth_jwks,"
+        " 'clients': cruddur_api_auth_client_ids} | to_json }}\"\n")
+    user_env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "CRUDDUR_"))}
+    playbook = Path(sys.executable).parent / "ansible-playbook"
+    run = subprocess.run([str(playbook), "-i", str(REPO / "inventories" / inventory), str(tmp_path / "show.yml")],
+                         capture_output=True, text=True, check=False,
+                         env={**user_env, **env, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+                              "ANSIBLE_STDOUT_CALLBACK": "json"})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    result = json.loads(run.stdout)["plays"][0]["tasks"][0]["hosts"]
+    (shown,) = [json.loads(host["msg"]) for host in result.values()]
+    assert shown == {"issuer": issuer, "jwks": jwks, "clients": ["client-a", "client-b"]}
