@@ -13,8 +13,21 @@ HBA = server_config_dir() / "pg_hba.conf"
 
 
 def test_packages_installed(host, converged):
-    for name in ("postgresql", "postgresql-15", "postgresql-contrib", "python3-psycopg2"):
+    major = server_config_dir().parent.name  # the release's major, from the role's vars
+    for name in ("postgresql", f"postgresql-{major}", "postgresql-contrib", "python3-psycopg2"):
         assert host.package(name).is_installed, name
+
+
+@pytest.mark.parametrize("playbook, role", [("playbooks/postgresql-server.yml", "postgresql_server"),
+                                            ("playbooks/api-deploy.yml", "cruddur_api")])
+def test_a_release_the_roles_do_not_know_fails_before_any_change(converged, playbook, role):
+    """This Debian 12 host, its release faked as Debian 11: the role stops at once, naming the
+    releases it supports (one vars file each), and nothing changes."""
+    run = run_playbook(playbook, "-e", "ansible_distribution_major_version=11")
+    assert run.rc != 0 and run.changed() == 0, run.output[-3000:]
+    text = " ".join(run.output.split())
+    assert "Debian 11 is not a release this role supports (Debian-12, Debian-13" in text, text[-2000:]
+    assert "Debian-13" in text and "Nothing was changed." in text
 
 
 def test_listens_on_loopback_only(host, converged):
