@@ -24,6 +24,10 @@ description:
     nothing and reports how many rows it would delete.
   - Needs a login that may delete activities (the schema's owner).
 options:
+  db:
+    description: The database whose expired activities go.
+    type: str
+    required: true
   batch_size:
     description: Most rows one batch (one transaction) deletes.
     type: int
