@@ -252,8 +252,10 @@ def load_migrations_module():
     return cruddur_migrations
 
 
-def create_migrated_database(prefix: str, seed: bool = True) -> str:
-    """A new database with the project's migrations applied (and the seed rows, if asked)."""
+def create_migrated_database(prefix: str, seed: bool = True, signed_up: bool = False) -> str:
+    """A new database with the project's migrations applied (and the seed rows, if asked). With
+    `signed_up`, the seed's users are linked to identities `sub-<handle>`, as the post-confirmation
+    trigger links a user to the pool: a token with that `sub` writes as them."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = connect("postgres")
     with admin.cursor() as cur:
@@ -267,6 +269,8 @@ def create_migrated_database(prefix: str, seed: bool = True) -> str:
     if seed:
         with conn.cursor() as cur:
             cur.execute((REPO / "sql" / "seed" / "seed.sql").read_text())
+            if signed_up:
+                cur.execute("UPDATE users SET cognito_user_id = 'sub-' || handle")
     conn.close()
     return name
 

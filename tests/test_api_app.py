@@ -31,12 +31,7 @@ TEMPLATES = load_templates(SQL_DIR)
 @pytest.fixture(scope="module")
 def database(postgresql):
     """A fresh database, migrated with the project's migrations and seeded with its seed."""
-    name = create_migrated_database("cruddur_app")
-    # The seed's users, as the post-confirmation trigger would have linked them to the pool.
-    conn = connect(name)
-    with conn.cursor() as cur:
-        cur.execute("UPDATE users SET cognito_user_id = 'sub-' || handle")
-    conn.close()
+    name = create_migrated_database("cruddur_app", signed_up=True)
     yield name
     drop_database(name)
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import PG, REPO, connect, create_migrated_database, drop_database, query
+from conftest import PG, REPO, create_migrated_database, drop_database, query
 from issuer import CLIENT_ID, ISSUER, Issuer, other_key
 
 sys.path.insert(0, str(REPO / "files" / "api"))
@@ -25,14 +25,10 @@ from cruddur_api import create_app  # noqa: E402
 
 @pytest.fixture(scope="module")
 def database(postgresql):
-    name = create_migrated_database("cruddur_identity")
-    conn = connect(name)
-    with conn.cursor() as cur:
-        cur.execute("UPDATE users SET cognito_user_id = 'sub-' || handle")
-        # A user the trigger linked, and one whose row the trigger missed (no row at all).
-        cur.execute("INSERT INTO users (display_name, handle, cognito_user_id) "
-                    "VALUES ('Replying Person', 'replier', 'sub-replier')")
-    conn.close()
+    name = create_migrated_database("cruddur_identity", signed_up=True)
+    # One more linked user (and sub-nobody, whose row the trigger missed: no row at all).
+    query(name, "INSERT INTO users (display_name, handle, cognito_user_id) "
+                "VALUES ('Replying Person', 'replier', 'sub-replier')")
     yield name
     drop_database(name)
 

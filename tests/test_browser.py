@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PG, REPO, connect, create_migrated_database, drop_database, query
+from conftest import PG, REPO, create_migrated_database, drop_database, query
 from issuer import Issuer
 
 import sandbox  # noqa: E402  (bin/ is on pytest's pythonpath)
@@ -30,11 +30,7 @@ SEED_MESSAGE = "This was imported as seed data!"
 
 @pytest.fixture(scope="module")
 def database(postgresql):
-    name = create_migrated_database("cruddur_browser")
-    conn = connect(name)
-    with conn.cursor() as cur:
-        cur.execute("UPDATE users SET cognito_user_id = 'sub-' || handle")
-    conn.close()
+    name = create_migrated_database("cruddur_browser", signed_up=True)
     yield name
     drop_database(name)
 
