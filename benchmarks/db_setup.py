@@ -49,7 +49,9 @@ def plain_psql() -> list[list[str]]:
     return [
         PSQL + ["-d", "postgres", "-c", f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)"],
         PSQL + ["-d", "postgres", "-c", f"CREATE DATABASE {DB}"],
-        *[PSQL + ["-d", DB, "-1", "-f", str(m)] for m in migrations],
+        # A migration marked `-- transactional: false` (CREATE INDEX CONCURRENTLY) cannot run in one.
+        *[PSQL + ["-d", DB, *([] if "-- transactional: false" in m.read_text() else ["-1"]), "-f", str(m)]
+          for m in migrations],
         PSQL + ["-d", DB, "-f", str(REPO / "sql/seed/seed.sql")],
     ]
 

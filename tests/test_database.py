@@ -123,6 +123,30 @@ def test_setup_then_migrate_and_seed_again_change_nothing(scratch_db_name):
         assert again.rc == 0 and again.changed() == 0, (playbook, again.output[-3000:])
 
 
+def test_seed_waits_for_the_migrations_then_adds_what_is_missing(scratch_db_name):
+    """db-seed on a database with pending migrations stops, naming them, and writes nothing;
+    once migrated, --check counts what it would add and writes nothing, and the real run adds it
+    once."""
+    vars_ = {**on_database(scratch_db_name), "cruddur_db_env_file": SCRATCH_ENV_FILE}
+    assert run_playbook("playbooks/db-create.yml", extra_vars=vars_).rc == 0
+    early = run_playbook("playbooks/db-seed.yml", extra_vars=vars_)
+    assert early.rc != 0
+    assert ("migrations 0001_uuid_ossp, 0002_users_activities, 0003_reply_to_index, 0004_feed_indexes, "
+            "0005_replies_count are pending: apply them first (db-migrate); nothing was seeded"
+            ) in " ".join(early.output.split()), early.output[-3000:]
+    assert query(scratch_db_name, "SELECT to_regclass('public.users')") == [(None,)]
+    assert run_playbook("playbooks/db-migrate.yml", extra_vars=vars_).rc == 0
+    checked = run_playbook("playbooks/db-seed.yml", "--check", extra_vars=vars_)
+    assert checked.rc == 0 and checked.changed() == 1, checked.output[-3000:]
+    assert "Would seed: users_added 2, activities_added 1" in checked.output
+    assert query(scratch_db_name, "SELECT count(*) FROM users") == [(0,)]
+    seeded = run_playbook("playbooks/db-seed.yml", extra_vars=vars_)
+    assert seeded.rc == 0 and seeded.changed() == 1, seeded.output[-3000:]
+    assert "Seeded: users_added 2, activities_added 1" in seeded.output
+    assert query(scratch_db_name, "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM activities)"
+                 ) == [(2, 1)]
+
+
 def test_create_gives_the_owner_what_the_administrator_made_and_keeps_the_rows(scratch_db_name):
     """A database migrated before the owner role existed (or changed by hand as postgres): db-create
     gives its objects to the owner, rows kept; a sequence owned by a column follows its table."""

@@ -41,15 +41,23 @@ description:
     privileges it lacks, and only those, in one transaction under the same advisory lock (two
     concurrent GRANTs on a table fail one with "tuple concurrently updated"). Run as the owner
     role, it may only grant on what the owner owns.
+  - With I(seed_file), it then runs that SQL file as the login (the owner role) on the same
+    connection, in one transaction, once no migration is pending - C(state=latest) after applying
+    them, C(state=seeded) refusing to run while any is pending. The file must add only what is
+    missing and end with a query that returns one row of counts of the rows it added; the run is
+    changed when any count is above zero.
   - In check mode it only reads, and reports what it would apply, roll back or grant (grants
-    that wait for pending migrations, whose tables do not exist yet, are not reported).
+    that wait for pending migrations, whose tables do not exist yet, are not reported). The seed
+    is run and rolled back, to count what it would add, unless migrations are pending.
 options:
   state:
     description: C(latest) applies every pending migration; C(rolled_back) rolls back the
       last applied one; C(status) reports; C(repaired) accepts edited applied migrations;
-      C(adopted) takes over a database built by the original schema.
+      C(adopted) takes over a database built by the original schema; C(seeded) runs
+      I(seed_file) on a database with no pending migration, and fails, changing nothing, on one
+      with any.
     type: str
-    choices: [latest, rolled_back, status, repaired, adopted]
+    choices: [latest, rolled_back, status, repaired, adopted, seeded]
     default: latest
   lock_timeout:
     description: Seconds to wait for another run's migration lock.
@@ -83,6 +91,10 @@ options:
         type: str
         required: true
         choices: [SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER]
+  seed_file:
+    description: SQL file of seed rows, run after the migrations (C(state=latest) or
+      C(state=seeded)); see the description for what it must do.
+    type: path
   adopt_dir:
     description: Directory of the adoption scripts (C(state=adopted)).
     type: path
@@ -158,6 +170,13 @@ adopted:
   type: list
   elements: str
   returned: always
+seeded:
+  description: With I(seed_file), the counts its last query returned (rows added, or that would
+    be in check mode), by column name; empty when the seed did not run (in check mode, while
+    migrations are pending).
+  type: dict
+  returned: always
+  sample: {"users_added": 2, "activities_added": 1}
 """
 
 import hashlib
@@ -493,6 +512,43 @@ def grant(conn, privileges, check_mode, lock_timeout):
     return missing
 
 
+# --- seed ----------------------------------------------------------------------------------
+
+def seed(conn, path, check_mode):
+    """Run the seed file in one transaction (rolled back in check mode); its last row of counts."""
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(text)
+            if cursor.description is None:
+                raise MigrationError(f"{path} must end with a query that returns the counts of the rows it added")
+            names = [column.name for column in cursor.description]
+            row = cursor.fetchone() or [0] * len(names)
+        counts = {name: int(value or 0) for name, value in zip(names, row)}
+    except (psycopg2.Error, ValueError, TypeError) as exc:
+        conn.rollback()
+        detail = (exc.pgerror or str(exc)).strip() if isinstance(exc, psycopg2.Error) else \
+            "its last query must return counts"
+        raise MigrationError(f"the seed {path} failed and was rolled back (nothing changed): {detail}") from exc
+    except MigrationError:
+        conn.rollback()
+        raise
+    if check_mode:
+        conn.rollback()
+    else:
+        conn.commit()
+    return counts
+
+
+def pending_ids(conn, migrations):
+    with conn.cursor() as cursor:
+        applied = read_applied(cursor)
+    conn.rollback()
+    verify_applied(migrations, applied)
+    return [m.id for m in plan(migrations, applied, "latest")[0]]
+
+
 # --- status and repair ---------------------------------------------------------------------
 
 def read_records(cursor):
@@ -742,11 +798,12 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             state=dict(type="str", default="latest",
-                       choices=["latest", "rolled_back", "status", "repaired", "adopted"]),
+                       choices=["latest", "rolled_back", "status", "repaired", "adopted", "seeded"]),
             migrations_dir=dict(type="path", required=True),
             lock_timeout=dict(type="int", default=120),
             ddl_lock_timeout=dict(type="int", default=5),
             statement_timeout=dict(type="int", default=300),
+            seed_file=dict(type="path"),
             adopt_dir=dict(type="path"),
             owner_role=dict(type="str"),
             privileges=dict(type="list", elements="dict", default=[], options=dict(
@@ -757,7 +814,7 @@ def main():
             **postgres_argument_spec(),
         ),
         supports_check_mode=True,
-        required_if=[("state", "adopted", ["adopt_dir", "owner_role"])],
+        required_if=[("state", "adopted", ["adopt_dir", "owner_role"]), ("state", "seeded", ["seed_file"])],
     )
     require_driver(module)
     if read_migrations is None:
@@ -784,13 +841,14 @@ def main():
             # Nothing to adopt in a database still to be created; nothing applied in it yet.
             pending = [{"id": m.id, "state": "pending"} for m in migrations or []]
             module.exit_json(changed=False, applied=[], rolled_back=[], current=[], repaired=[], adopted=[],
-                             granted=[], foreign_objects=[], status=pending if params["state"] == "status" else [])
+                             granted=[], foreign_objects=[], seeded={},
+                             status=pending if params["state"] == "status" else [])
         if module.check_mode and "does not exist" in str(exc):
             # The database itself is still to be created (by an earlier task, simulated in
             # --check): everything would be applied.
             would = [m.id for m in migrations] if params["state"] == "latest" else []
             module.exit_json(changed=bool(would), applied=would, rolled_back=[], current=[],
-                             status=[], repaired=[], adopted=[], granted=[], foreign_objects=[])
+                             status=[], repaired=[], adopted=[], granted=[], foreign_objects=[], seeded={})
         module.fail_json(msg=f"cannot connect to {where}: {reason(exc)}")
 
     state = params["state"]
@@ -805,6 +863,14 @@ def main():
             result = adopt(conn, migrations, params["adopt_dir"], params["owner_role"],
                            module.check_mode, params["lock_timeout"])
             result["foreign_objects"] = give_foreign_objects(conn, params["owner_role"], module.check_mode)
+        elif state == "seeded":
+            pending = pending_ids(conn, migrations)
+            if pending:
+                raise MigrationError(f"migrations {', '.join(pending)} are pending: apply them first "
+                                     "(db-migrate); nothing was seeded")
+            result = dict(applied=[], rolled_back=[], current=[m.id for m in migrations], status=[],
+                          repaired=[], adopted=[], granted=[],
+                          seeded=seed(conn, params["seed_file"], module.check_mode))
         else:
             result = dict(run(conn, migrations, state, module.check_mode, params["lock_timeout"],
                               params["ddl_lock_timeout"], params["statement_timeout"]),
@@ -812,6 +878,8 @@ def main():
             # In --check, the tables that pending migrations would create do not exist yet.
             if state == "latest" and not (module.check_mode and result["applied"]):
                 result["granted"] = grant(conn, params["privileges"], module.check_mode, params["lock_timeout"])
+                if params["seed_file"]:
+                    result["seeded"] = seed(conn, params["seed_file"], module.check_mode)
     except MigrationError as exc:
         module.fail_json(msg=f"{where}: {exc}")
     except psycopg2.Error as exc:
@@ -820,8 +888,9 @@ def main():
         conn.close()
 
     changed = bool(result["applied"] or result["rolled_back"] or result["repaired"] or result["adopted"]
-                   or result.get("granted") or result.get("foreign_objects"))
-    module.exit_json(changed=changed, **{"foreign_objects": [], "granted": [], **result})
+                   or result.get("granted") or result.get("foreign_objects")
+                   or any(result.get("seeded", {}).values()))
+    module.exit_json(changed=changed, **{"foreign_objects": [], "granted": [], "seeded": {}, **result})
 
 
 if __name__ == "__main__":
