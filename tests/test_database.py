@@ -198,6 +198,37 @@ def test_check_mode_on_an_existing_database_says_what_it_does_not_simulate(scrat
     assert query(scratch_db_name, "SELECT handle FROM users ORDER BY handle") == rows
 
 
+def test_a_migration_squawk_flags_stops_db_migrate_until_it_carries_a_reviewed_exemption(
+        scratch_db_name, migrations_copy):
+    setup_scratch(scratch_db_name)
+    extra = {**on_database(scratch_db_name), "cruddur_db_migrations_dir": migrations_copy}
+    migration = migrations_copy / "0006_message_index.sql"
+    statement = "CREATE INDEX activities_message_idx ON public.activities (message);\n"
+    migration.write_text("-- depends: 0005_replies_count\n" + statement)
+    index = "SELECT count(*) FROM pg_indexes WHERE indexname = 'activities_message_idx'"
+
+    checked = run_playbook("playbooks/db-migrate.yml", "--check", extra_vars=extra)
+    assert checked.rc == 0, checked.output[-3000:]
+    said = " ".join(checked.output.split())
+    assert ("squawk would stop db-migrate before it applies anything: 0006_message_index.sql:2 "
+            "require-concurrent-index-creation") in said and "Fix: Use `concurrently`" in said
+
+    stopped = run_playbook("playbooks/db-migrate.yml", extra_vars=extra)
+    assert stopped.rc != 0
+    said = " ".join(stopped.output.split())
+    assert "squawk stops these migrations before anything is applied (1 finding): " \
+           "0006_message_index.sql:2 require-concurrent-index-creation" in said, stopped.output[-3000:]
+    assert query(scratch_db_name, index) == [(0,)]
+    assert query(scratch_db_name, "SELECT count(*) FROM cruddur_schema_migrations "
+                                  "WHERE migration_id = '0006_message_index'") == [(0,)]
+
+    migration.write_text("-- depends: 0005_replies_count\n-- squawk-ignore require-concurrent-index-creation"
+                         " -- reviewed: written for this test\n" + statement)
+    applied = run_playbook("playbooks/db-migrate.yml", extra_vars=extra)
+    assert applied.rc == 0 and "Applied: 0006_message_index" in applied.output, applied.output[-3000:]
+    assert query(scratch_db_name, index) == [(1,)]
+
+
 def test_concurrent_migrations_apply_each_migration_once(scratch_db_name, migrations_copy):
     (migrations_copy / "0003_slow.sql").write_text(
         "-- depends: 0002_users_activities\nCREATE TABLE public.slow_marker (id int);\nSELECT pg_sleep(2);\n")

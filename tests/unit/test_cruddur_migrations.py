@@ -1,10 +1,16 @@
 """Unit tests of the cruddur_migrations module's logic (real files; a real database for run())."""
 
+import subprocess
+import sys
+import threading
 import uuid
+from pathlib import Path
+from types import SimpleNamespace
 
+import psycopg2
 import pytest
 
-from conftest import connect, drop_database, load_migrations_module, query
+from conftest import PG, REPO, connect, drop_database, load_migrations_module, query
 
 mig = load_migrations_module()
 
@@ -212,3 +218,106 @@ def test_grants_wait_for_the_lock_the_migrations_hold(db, app_role):
     finally:
         holder.close()
     assert privileges_of(conn, app_role) == []
+
+
+# --- a migration that waits for a lock: retried, the blocker named ----------------------------
+
+def hold_table(name, application):
+    """An API-like session that read table b and left its transaction open (holding its lock)."""
+    holder = psycopg2.connect(**{**PG, "dbname": name, "application_name": application})
+    with holder.cursor() as cur:
+        cur.execute("SELECT * FROM b")
+        cur.execute("SELECT pg_backend_pid()")
+        pid = cur.fetchone()[0]
+    return holder, pid
+
+
+def test_a_blocked_migration_is_retried_with_backoff_and_names_the_blocking_session(mdir, db):
+    name, conn = db
+    mig.run(conn, mig.load_migrations(str(mdir)), "latest", False, 5)
+    write(mdir, "0003_alter.sql", "-- depends: 0002_b\nALTER TABLE b ADD COLUMN note text;\n")
+    holder, pid = hold_table(name, "cruddur-api-test")
+    waits = []
+    try:
+        mig.set_timeouts(conn, 1, 0)
+        with pytest.raises(mig.MigrationError) as failure:
+            mig.apply_with_retries(conn, mig.load_migrations(str(mdir))[-1], 2, lambda: connect(name),
+                                   sleep=waits.append)
+    finally:
+        holder.close()
+    message = " ".join(str(failure.value).split())
+    assert waits == [1, 2]
+    assert "It timed out waiting for a lock 3 times (backing off 1, 2 s between tries)" in message
+    assert f"blocked by: pid {pid} (application 'cruddur-api-test', user postgres, state 'idle in transaction'" in message
+    assert "failed and was rolled back (nothing of it is left)" in message
+    assert query(name, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'b' "
+                       "AND column_name = 'note'") == [(0,)]
+    assert query(name, "SELECT count(*) FROM cruddur_schema_migrations") == [(2,)]
+
+
+def test_a_blocked_migration_applies_once_the_blocking_session_ends(mdir, db):
+    name, conn = db
+    mig.run(conn, mig.load_migrations(str(mdir)), "latest", False, 5)
+    write(mdir, "0003_alter.sql", "-- depends: 0002_b\nALTER TABLE b ADD COLUMN note text;\n")
+    holder, _pid = hold_table(name, "cruddur-api-test")
+    ender = threading.Timer(1.5, holder.close)  # the long transaction ends during the backoff
+    ender.start()
+    try:
+        result = mig.run(conn, mig.load_migrations(str(mdir)), "latest", False, 5, ddl_lock_timeout=1,
+                         ddl_lock_retries=3, watch_connection=lambda: connect(name))
+    finally:
+        ender.join()
+    assert result["applied"] == ["0003_alter"]
+    assert query(name, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'b' "
+                       "AND column_name = 'note'") == [(1,)]
+
+
+# --- squawk ----------------------------------------------------------------------------------
+
+SQUAWK = str(Path(sys.executable).parent / "squawk")
+
+
+def lint(migrations, config=str(REPO / "sql" / "squawk.toml")):
+    def run_command(command):
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        return done.returncode, done.stdout, done.stderr
+    return mig.squawk_findings(run_command, SQUAWK, config, migrations)
+
+
+def test_the_projects_migrations_and_adoption_script_pass_squawk():
+    """Every forward migration (linted as the module lints it) and the adoption script pass, the
+    script through its reviewed exemptions."""
+    migrations = mig.load_migrations(str(REPO / "sql" / "migrations"))
+    assert lint(migrations) == []
+    adoption = SimpleNamespace(path=str(REPO / "sql" / "adopt" / "original_schema.sql"), transactional=True)
+    assert lint([adoption]) == []
+
+
+def test_squawk_findings_name_the_line_the_rule_and_the_fix(mdir):
+    write(mdir, "0003_idx.sql", "-- depends: 0002_b\n\nCREATE INDEX b_id_idx ON b (id);\n")
+    findings = lint(mig.load_migrations(str(mdir))[-1:])
+    assert [(Path(f["file"]).name, f["line"], f["rule"]) for f in findings] == [
+        ("0003_idx.sql", 3, "require-concurrent-index-creation")]
+    assert "concurrently" in findings[0]["help"]
+
+
+def test_an_exemption_needs_its_reason(mdir):
+    write(mdir, "0003_idx.sql", "-- depends: 0002_b\n-- squawk-ignore require-concurrent-index-creation\n"
+                                "CREATE INDEX b_id_idx ON b (id);\n")
+    findings = lint(mig.load_migrations(str(mdir))[-1:])
+    assert [(f["line"], f["rule"]) for f in findings] == [(2, "exemption-without-reason")]
+    write(mdir, "0003_idx.sql", "-- depends: 0002_b\n-- squawk-ignore require-concurrent-index-creation "
+                                "-- reviewed: b is new and empty\nCREATE INDEX b_id_idx ON b (id);\n")
+    assert lint(mig.load_migrations(str(mdir))[-1:]) == []
+
+
+def test_a_finding_stops_the_run_before_anything_changes(mdir, db):
+    name, conn = db
+    write(mdir, "0003_idx.sql", "-- depends: 0002_b\nCREATE INDEX b_id_idx ON b (id);\n")
+    with pytest.raises(mig.MigrationError) as failure:
+        mig.run(conn, mig.load_migrations(str(mdir)), "latest", False, 5, lint=lint)
+    assert "0003_idx.sql:2 require-concurrent-index-creation" in str(failure.value)
+    assert query(name, "SELECT to_regclass('public.a')") == [(None,)]  # not even 0001 was applied
+    checked = mig.run(conn, mig.load_migrations(str(mdir)), "latest", True, 5, lint=lint)
+    assert [f["rule"] for f in checked["lint_findings"]] == ["require-concurrent-index-creation"]
+    assert checked["applied"] == ["0001_a", "0002_b", "0003_idx"]

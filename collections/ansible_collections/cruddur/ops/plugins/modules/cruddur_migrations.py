@@ -23,7 +23,18 @@ description:
     has changed since.
   - Each migration runs with I(ddl_lock_timeout) and I(statement_timeout), so an C(ALTER) that
     waits for a lock held by the API fails fast (and is rolled back) instead of queueing every
-    API query behind it.
+    API query behind it for longer than that. A transactional migration that timed out waiting
+    for a lock is tried again up to I(ddl_lock_retries) times, backing off 1, 2, 4... seconds
+    (at most 8) between tries; while it waits, a second session watches which sessions block it,
+    and the final error names them (pid, application, user, state, transaction and query start).
+  - "With I(lint) (the default), C(state=latest) first lints every pending migration with squawk
+    (the C(squawk) command of squawk-cli, with I(squawk_config)); a transactional migration is
+    linted as running inside a transaction. Any finding stops the run before anything changes,
+    naming the file, line, rule and squawk's fix; in check mode the findings are returned in
+    I(lint_findings) instead. A migration exempts one statement with a
+    C(-- squawk-ignore <rule> -- reviewed: <why>) comment on the line before it (or a whole file
+    with C(-- squawk-ignore-file <rule> -- reviewed: <why>)); an exemption without its
+    C(-- reviewed:) reason is itself a finding."
   - C(state=status) only reads - applied migrations with their time and checksum, pending ones,
     and applied ones whose file changed since. C(state=repaired) is the deliberate answer to an
     edited applied migration - it records the file's new checksum and keeps the old and new ones
@@ -67,6 +78,18 @@ options:
     description: Seconds a migration's statement may wait for a table lock (0 - no limit).
     type: int
     default: 5
+  ddl_lock_retries:
+    description: How many more times a transactional migration that timed out waiting for a
+      lock is tried (0 - fail at the first timeout).
+    type: int
+    default: 3
+  lint:
+    description: Lint pending migrations with squawk before applying any (C(state=latest)).
+    type: bool
+    default: true
+  squawk_config:
+    description: squawk's configuration file (C(.squawk.toml) format) for the lint.
+    type: path
   statement_timeout:
     description: Seconds a migration's statement may run (0 - no limit).
     type: int
@@ -170,6 +193,13 @@ adopted:
   type: list
   elements: str
   returned: always
+lint_findings:
+  description: What squawk (or a reason-less exemption) found in the pending migrations, one
+    entry per finding with file, line, rule, message and help; only check mode returns it
+    non-empty (a real run fails on any).
+  type: list
+  elements: dict
+  returned: always
 seeded:
   description: With I(seed_file), the counts its last query returned (rows added, or that would
     be in check mode), by column name; empty when the seed did not run (in check mode, while
@@ -183,6 +213,8 @@ import hashlib
 import json
 import os
 import re
+import sys
+import threading
 import time
 import traceback
 
@@ -234,6 +266,11 @@ CREATE TABLE IF NOT EXISTS public.{REPAIR_TABLE} (
 
 class MigrationError(Exception):
     """A problem with the migrations themselves: the message says which and why."""
+
+
+class LockWaitError(MigrationError):
+    """A transactional migration timed out waiting for a lock and was rolled back: it may be
+    tried again."""
 
 
 class SqlMigration:
@@ -313,7 +350,8 @@ def execute_all(cursor, statements, migration_id, direction, transactional=True)
             elif isinstance(exc, pg_errors.QueryCanceled):
                 detail = f"it ran longer than statement_timeout: {detail}"
             if transactional:
-                raise MigrationError(
+                error = LockWaitError if isinstance(exc, pg_errors.LockNotAvailable) else MigrationError
+                raise error(
                     f"{direction} of migration {migration_id} failed and was rolled back "
                     f"(nothing of it is left): {detail}"
                 ) from exc
@@ -380,6 +418,151 @@ def rollback_one(conn, migration):
         raise
 
 
+BLOCKERS_OF = """
+    SELECT pid, coalesce(application_name, ''), coalesce(usename::text, ''), coalesce(state, ''),
+           xact_start, query_start
+    FROM pg_stat_activity WHERE pid = ANY(pg_blocking_pids(%s)) ORDER BY pid
+"""
+
+
+class BlockerWatch:
+    """While a migration runs, a second session notes every 0.1 s which sessions block the
+    migration's session (pg_blocking_pids): once its statement has timed out, nothing blocks it
+    any more, so they must be seen while it waits."""
+
+    def __init__(self, open_connection, pid):
+        self.open_connection = open_connection
+        self.pid = pid
+        self.seen = {}
+        self._stop = threading.Event()
+        self._thread = None
+
+    def _watch(self, conn):
+        try:
+            with conn.cursor() as cursor:
+                while not self._stop.wait(0.1):
+                    cursor.execute(BLOCKERS_OF, (self.pid,))
+                    for pid, application, user, state, xact_start, query_start in cursor.fetchall():
+                        self.seen[pid] = {
+                            "pid": pid, "application": application, "user": user, "state": state,
+                            "xact_start": xact_start.isoformat() if xact_start else None,
+                            "query_start": query_start.isoformat() if query_start else None}
+                    conn.rollback()
+        except psycopg2.Error:
+            pass  # the watch only adds detail to an error; the migration does not depend on it
+        finally:
+            conn.close()
+
+    def __enter__(self):
+        try:
+            conn = self.open_connection()
+        except psycopg2.Error:
+            return self
+        self._thread = threading.Thread(target=self._watch, args=(conn,), daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def describe(self):
+        if not self.seen:
+            return "the blocking session was not seen (it ended before it could be named)"
+        return "; ".join(
+            f"pid {b['pid']} (application '{b['application']}', user {b['user']}, state '{b['state']}', "
+            f"transaction started {b['xact_start']}, query started {b['query_start']})"
+            for b in self.seen.values())
+
+
+def apply_with_retries(conn, migration, retries, watch_connection=None, sleep=time.sleep):
+    """apply_one(), tried again with backoff while a transactional migration times out waiting
+    for a lock; the last error names the sessions that blocked it."""
+    if not migration.transactional:
+        # Not retried, nor watched: statements of it may have stayed, and a second session's
+        # snapshots would hold up a CREATE INDEX CONCURRENTLY.
+        apply_one(conn, migration)
+        return
+    blockers = {}
+    waits = []
+    for attempt in range(retries + 1):
+        watch = BlockerWatch(watch_connection, conn.info.backend_pid) if watch_connection else None
+        try:
+            if watch:
+                with watch:
+                    apply_one(conn, migration)
+            else:
+                apply_one(conn, migration)
+            return
+        except LockWaitError as exc:
+            if watch:
+                blockers.update(watch.seen)
+            if attempt == retries:
+                named = BlockerWatch(None, None)
+                named.seen = blockers
+                tries = f"{attempt + 1} time{'s' if attempt else ''}"
+                backoff = f" (backing off {', '.join(f'{w:g}' for w in waits)} s between tries)" if waits else ""
+                raise MigrationError(
+                    f"{exc}. It timed out waiting for a lock {tries}{backoff}; blocked by: "
+                    f"{named.describe()}. End or wait out that session, then run again.") from exc
+            wait = min(2 ** attempt, 8)
+            waits.append(wait)
+            sleep(wait)
+
+
+# --- lint ----------------------------------------------------------------------------------
+
+EXEMPTION = re.compile(r"^\s*--\s*squawk-ignore(?:-file)?\s+(.*)$", re.M)
+
+
+def unreasoned_exemptions(migration):
+    """A finding for each squawk-ignore comment that does not say why (-- reviewed: <why>)."""
+    with open(migration.path, encoding="utf-8") as handle:
+        text = handle.read()
+    findings = []
+    for match in EXEMPTION.finditer(text):
+        rules, _sep, why = match.group(1).partition("-- reviewed:")
+        if not why.strip():
+            findings.append({
+                "file": migration.path, "line": text.count("\n", 0, match.start()) + 1,
+                "rule": "exemption-without-reason",
+                "message": f"the exemption from {rules.strip() or 'a rule'} does not say why",
+                "help": "end the comment with '-- reviewed: <why the statement is safe>'"})
+    return findings
+
+
+def squawk_findings(run_command, squawk, config, migrations):
+    """squawk's findings in the migrations (one call for the transactional ones, one for the
+    rest), plus exemptions without a reason."""
+    findings = []
+    for in_transaction in (True, False):
+        paths = [m.path for m in migrations if m.transactional == in_transaction]
+        if not paths:
+            continue
+        command = [squawk, "--reporter", "json", "--no-error-on-unmatched-pattern",
+                   "--assume-in-transaction" if in_transaction else "--no-assume-in-transaction"]
+        if config:
+            command += ["--config", config]
+        rc, out, err = run_command(command + paths)
+        try:
+            reported = json.loads(out or "[]")
+        except ValueError:
+            reported = None
+        if rc not in (0, 1) or not isinstance(reported, list):
+            raise MigrationError(f"squawk could not lint the migrations (exit {rc}): {(err or out).strip()[:2000]}")
+        findings += [{"file": f["file"], "line": int(f.get("line", 0)) + 1, "rule": f.get("rule_name"),
+                      "message": f.get("message"), "help": f.get("help") or ""} for f in reported]
+    for migration in migrations:
+        findings += unreasoned_exemptions(migration)
+    return sorted(findings, key=lambda f: (f["file"], f["line"]))
+
+
+def describe_findings(findings):
+    return " | ".join(f"{os.path.basename(f['file'])}:{f['line']} {f['rule']}: {f['message']}"
+                      + (f" Fix: {f['help']}" if f["help"] else "") for f in findings)
+
+
 class AdvisoryLock:
     """Session advisory lock on its own connection, held for the whole run."""
 
@@ -433,19 +616,30 @@ def set_timeouts(conn, ddl_lock_timeout, statement_timeout):
     conn.commit()
 
 
-def run(conn, migrations, state, check_mode, lock_timeout, ddl_lock_timeout=5, statement_timeout=300):
-    """Bring the database to `state`; returns the module result (without `changed`)."""
+def run(conn, migrations, state, check_mode, lock_timeout, ddl_lock_timeout=5, statement_timeout=300,
+        ddl_lock_retries=0, watch_connection=None, lint=None):
+    """Bring the database to `state`; returns the module result (without `changed`).
+    lint(migrations) returns findings in the pending ones (None: no lint); watch_connection()
+    opens the session that names what blocks a migration."""
     with conn.cursor() as cursor:
         applied = read_applied(cursor)
     conn.rollback()
     verify_applied(migrations, applied)
     to_apply, to_roll_back = plan(migrations, applied, state)
+    findings = lint(to_apply) if lint and to_apply else []
+    if findings and not check_mode:
+        raise MigrationError(
+            f"squawk stops these migrations before anything is applied ({len(findings)} "
+            f"finding{'s' if len(findings) > 1 else ''}): {describe_findings(findings)}. Change the "
+            "statement, or exempt it with '-- squawk-ignore <rule> -- reviewed: <why>' on the line "
+            "before it.")
     if check_mode or not (to_apply or to_roll_back):
         current = [migration_id for migration_id, _sha in applied]
         return {
             "applied": [m.id for m in to_apply],
             "rolled_back": [m.id for m in to_roll_back],
             "current": current,
+            "lint_findings": findings,
         }
 
     with AdvisoryLock(conn, lock_timeout):
@@ -459,7 +653,7 @@ def run(conn, migrations, state, check_mode, lock_timeout, ddl_lock_timeout=5, s
         to_apply, to_roll_back = plan(migrations, applied, state)
         set_timeouts(conn, ddl_lock_timeout, statement_timeout)
         for migration in to_apply:
-            apply_one(conn, migration)
+            apply_with_retries(conn, migration, ddl_lock_retries, watch_connection)
         for migration in to_roll_back:
             rollback_one(conn, migration)
         set_timeouts(conn, 0, 0)
@@ -470,6 +664,7 @@ def run(conn, migrations, state, check_mode, lock_timeout, ddl_lock_timeout=5, s
         "applied": [m.id for m in to_apply],
         "rolled_back": [m.id for m in to_roll_back],
         "current": current,
+        "lint_findings": [],
     }
 
 
@@ -802,6 +997,9 @@ def main():
             migrations_dir=dict(type="path", required=True),
             lock_timeout=dict(type="int", default=120),
             ddl_lock_timeout=dict(type="int", default=5),
+            ddl_lock_retries=dict(type="int", default=3),
+            lint=dict(type="bool", default=True),
+            squawk_config=dict(type="path"),
             statement_timeout=dict(type="int", default=300),
             seed_file=dict(type="path"),
             adopt_dir=dict(type="path"),
@@ -872,8 +1070,21 @@ def main():
                           repaired=[], adopted=[], granted=[],
                           seeded=seed(conn, params["seed_file"], module.check_mode))
         else:
+            lint = None
+            if params["lint"] and state == "latest":
+                def lint(pending):
+                    squawk = module.get_bin_path("squawk", opt_dirs=[os.path.dirname(sys.executable)])
+                    if not squawk:
+                        raise MigrationError(
+                            "squawk (squawk-cli, in requirements.txt) is needed to lint the pending "
+                            "migrations and is not installed; install it, or turn the lint off "
+                            "(lint: false, cruddur_db_lint_migrations); nothing was applied")
+                    return squawk_findings(module.run_command, squawk, params["squawk_config"], pending)
             result = dict(run(conn, migrations, state, module.check_mode, params["lock_timeout"],
-                              params["ddl_lock_timeout"], params["statement_timeout"]),
+                              params["ddl_lock_timeout"], params["statement_timeout"],
+                              ddl_lock_retries=params["ddl_lock_retries"],
+                              watch_connection=lambda: pg_connect(params, "cruddur-migrations-watch"),
+                              lint=lint),
                           status=[], repaired=[], adopted=[], granted=[])
             # In --check, the tables that pending migrations would create do not exist yet.
             if state == "latest" and not (module.check_mode and result["applied"]):
@@ -890,7 +1101,8 @@ def main():
     changed = bool(result["applied"] or result["rolled_back"] or result["repaired"] or result["adopted"]
                    or result.get("granted") or result.get("foreign_objects")
                    or any(result.get("seeded", {}).values()))
-    module.exit_json(changed=changed, **{"foreign_objects": [], "granted": [], "seeded": {}, **result})
+    module.exit_json(changed=changed, **{"foreign_objects": [], "granted": [], "seeded": {}, "lint_findings": [],
+                                         **result})
 
 
 if __name__ == "__main__":
