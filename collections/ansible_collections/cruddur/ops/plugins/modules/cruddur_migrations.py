@@ -454,6 +454,8 @@ class BlockerWatch:
             conn.close()
 
     def __enter__(self):
+        if self.open_connection is None:
+            return self  # nothing watches (the blockers are not named)
         try:
             conn = self.open_connection()
         except psycopg2.Error:
@@ -487,17 +489,13 @@ def apply_with_retries(conn, migration, retries, watch_connection=None, sleep=ti
     blockers = {}
     waits = []
     for attempt in range(retries + 1):
-        watch = BlockerWatch(watch_connection, conn.info.backend_pid) if watch_connection else None
+        watch = BlockerWatch(watch_connection, conn.info.backend_pid)
         try:
-            if watch:
-                with watch:
-                    apply_one(conn, migration)
-            else:
+            with watch:
                 apply_one(conn, migration)
             return
         except LockWaitError as exc:
-            if watch:
-                blockers.update(watch.seen)
+            blockers.update(watch.seen)
             if attempt == retries:
                 named = BlockerWatch(None, None)
                 named.seen = blockers
