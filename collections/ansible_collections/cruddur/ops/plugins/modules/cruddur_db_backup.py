@@ -18,6 +18,11 @@ description:
     exactly while the application keeps writing. The dump is checked with C(pg_restore --list)
     (every table's data must be in it) before the module reports success; a dump that fails the
     check is removed. Then only the last I(keep) backups of I(db) are kept."
+  - "A backup appears under its final name only once complete: the dump, its C(.sha256) and its
+    manifest are written as C(.partial-<pid>) files, the two small files are renamed first and the
+    dump last, so a run killed at any point leaves nothing that is listed, restored or counted by
+    retention. The next backup removes what such a run left (partial files of processes that are
+    gone, and a C(.sha256) or C(.json) without its dump)."
   - "C(state=restored): checks I(file) against its C(.sha256), restores it with
     C(pg_restore --single-transaction --exit-on-error) into I(db), which must exist and be empty,
     and verifies the result: the migrations table is there and every table has the row count the
@@ -76,6 +81,13 @@ tables:
   returned: when a dump was taken or restored
 removed:
   description: Older backups removed by the retention rule.
+  type: list
+  elements: str
+  returned: always
+cleaned:
+  description: What interrupted backups of I(name) had left in I(backup_dir) and this run removed
+    (a C(.partial-<pid>) file whose process is gone, a C(.sha256) or C(.json) without its dump),
+    or would remove in check mode.
   type: list
   elements: str
   returned: always
@@ -145,6 +157,49 @@ def backups_of(directory: str, name: str) -> list:
     return sorted(found)
 
 
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def leftovers(directory: str, name: str) -> list:
+    """What interrupted backups of `name` left: partial files whose process is gone, and
+    sidecars (.sha256, .json) of a dump that never got its final name."""
+    if not os.path.isdir(directory):
+        return []
+    stem = re.escape(name) + r"-\d{8}T\d{6}Z\.dump"
+    found = []
+    for entry in sorted(os.listdir(directory)):
+        partial = re.fullmatch(f"{stem}(?:\\.sha256|\\.json)?\\.partial-(\\d+)", entry)
+        if partial and not alive(int(partial.group(1))):
+            found.append(os.path.join(directory, entry))
+            continue
+        sidecar = re.fullmatch(f"({stem})\\.(?:sha256|json)", entry)
+        if sidecar:
+            dump_path = os.path.join(directory, sidecar.group(1))
+            writing = any(re.fullmatch(re.escape(sidecar.group(1)) + r"\.partial-(\d+)", other)
+                          and alive(int(other.rsplit("-", 1)[1])) for other in os.listdir(directory))
+            if not os.path.exists(dump_path) and not writing:
+                found.append(os.path.join(directory, entry))
+    return found
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Write text to path through a .partial-<pid> file renamed into place (mode 0600)."""
+    partial = f"{path}.partial-{os.getpid()}"
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+
+
 def retain(directory: str, name: str, keep: int, check_mode: bool, adding: int = 0) -> list:
     """Remove (or, in check mode, name) all but the newest `keep` backups, counting `adding`
     backups about to be taken."""
@@ -166,10 +221,14 @@ def dump(module, params) -> dict:
         raise BackupError("backup_dir is required to take a backup")
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     path = os.path.join(directory, f"{name}-{stamp}.dump")
+    cleaned = leftovers(directory, name)
     if module.check_mode:
         would_remove = retain(directory, name, params["keep"], True, adding=1) if os.path.isdir(directory) else []
-        return dict(changed=True, file=path, removed=would_remove,
+        return dict(changed=True, file=path, removed=would_remove, cleaned=cleaned,
                     msg=f"would dump {pg_where(params)} to {path}")
+    for victim in cleaned:
+        if os.path.exists(victim):
+            os.unlink(victim)
     pg_dump = module.get_bin_path("pg_dump", required=True)
     pg_restore = module.get_bin_path("pg_restore", required=True)
     os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -182,7 +241,7 @@ def dump(module, params) -> dict:
             snapshot, server_version = cursor.fetchone()
             tables = table_row_counts(cursor)
             migrations = applied_migrations(cursor, tables)
-            partial = path + ".partial"
+            partial = f"{path}.partial-{os.getpid()}"
             old_umask = os.umask(0o077)
             try:
                 run_tool(module, [pg_dump, "--format=custom", f"--snapshot={snapshot}",
@@ -206,19 +265,19 @@ def dump(module, params) -> dict:
         os.unlink(partial)
         raise
     os.chmod(partial, 0o600)
-    os.rename(partial, path)
-    digest = sha256_of(path)
+    digest = sha256_of(partial)
     manifest = dict(database=params["db"], taken_at=stamp, server_version=server_version,
                     host=params["login_host"], port=params["login_port"], tables=tables,
                     migrations=migrations, sha256=digest, format="custom")
-    for suffix, text in ((".sha256", f"{digest}  {os.path.basename(path)}\n"),
-                         (".json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")):
-        fd = os.open(path + suffix, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+    # The sidecars first, the dump last: only a complete backup has a name that is listed.
+    write_atomically(path + ".sha256", f"{digest}  {os.path.basename(path)}\n")
+    write_atomically(path + ".json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    with open(partial, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.rename(partial, path)
     removed = retain(directory, name, params["keep"], False)
     return dict(changed=True, file=path, sha256=digest, tables=tables, migrations=migrations,
-                removed=removed, size=os.path.getsize(path))
+                removed=removed, cleaned=cleaned, size=os.path.getsize(path))
 
 
 def read_manifest(path: str) -> dict:
