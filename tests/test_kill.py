@@ -3,8 +3,9 @@
 Each chore runs as a user runs it (ansible-playbook in a session of its own) and is interrupted at a
 random point in one of the ways a chore really dies:
 
-- ``sigkill-group``: SIGKILL to the whole process group (a closed terminal, a lost SSH session);
-- ``sigint-group``: SIGINT to the process group (Ctrl-C);
+- ``sigkill-group``: SIGKILL to every process of the chore: its process group and the sessions
+  ansible-playbook's workers start (a closed terminal, a lost SSH session, a rebooted laptop);
+- ``sigint-group``: SIGINT to the process group (Ctrl-C), twice if the first does not end it;
 - ``sigkill-parent``: SIGKILL to ansible-playbook alone: its workers, the modules and the
   pg_dump/pg_restore they started live on.
 
@@ -100,24 +101,41 @@ def settle(dbname: str, timeout: float = 90) -> None:
 
 # --- running a chore and killing it ------------------------------------------------------------
 
-def group_alive(pgid: int) -> list[int]:
-    """Processes of the group that are still running (zombies aside)."""
-    alive = []
+def processes() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent pid, session id, state) of every process."""
+    found = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            alive.append(int(entry))
-    return alive
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            found[int(entry)] = (int(fields[1]), int(fields[3]), fields[0])  # ppid, session, state
+    return found
+
+
+def sessions_of_tree(root: int) -> set[int]:
+    """The sessions of a process and its descendants. ansible-playbook's workers start sessions
+    of their own (setsid), and the modules and tools they run stay in those."""
+    table = processes()
+    tree, grew = {root}, True
+    while grew:
+        more = {pid for pid, (parent, _sid, _state) in table.items() if parent in tree} - tree
+        tree |= more
+        grew = bool(more)
+    sessions = {table[pid][1] for pid in tree if pid in table}
+    assert os.getsid(0) not in sessions and 0 not in sessions, "the chore runs in a session of its own"
+    return sessions
+
+
+def alive_in(sessions: set[int]) -> list[int]:
+    return [pid for pid, (_parent, sid, state) in processes().items() if sid in sessions and state != "Z"]
 
 
 def run_killed(playbook: str, extra_vars: dict, delay: float, way: str) -> str:
-    """Start the chore, interrupt it `delay` seconds in, and wait until every process it started
-    has ended. Returns what happened ('finished' when it ended before the kill point)."""
+    """Start the chore in a session of its own, interrupt it `delay` seconds in, and wait until
+    every process it started (its workers' sessions included) has ended. Returns what happened
+    ('finished' when it ended before the kill point)."""
     env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
            "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"}
     command = [str(VENV_BIN / "ansible-playbook"), f"playbooks/{playbook}.yml", "-e", json.dumps(extra_vars)]
@@ -128,17 +146,30 @@ def run_killed(playbook: str, extra_vars: dict, delay: float, way: str) -> str:
         return "finished"
     except subprocess.TimeoutExpired:
         pass
+    sessions = sessions_of_tree(proc.pid)
     if way == "sigkill-group":
-        os.killpg(proc.pid, signal.SIGKILL)
+        # The terminal or SSH session is gone: everything the chore started dies with it.
+        for pid in alive_in(sessions):
+            os.kill(pid, signal.SIGKILL)
     elif way == "sigint-group":
-        os.killpg(proc.pid, signal.SIGINT)
+        # Ctrl-C, and again if the first did not end it (as a user does), to the foreground group.
+        for _ in range(2):
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=15)
+                break
+            except subprocess.TimeoutExpired:
+                continue
     else:
         os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
     deadline = time.monotonic() + 120
-    while group_alive(proc.pid):
-        if time.monotonic() > deadline:  # a Ctrl-C that did not end it: a second, harder one
-            os.killpg(proc.pid, signal.SIGKILL)
+    while alive_in(sessions):  # the workers, modules and tools that live on end by themselves
+        assert time.monotonic() < deadline, f"processes of the chore still run 120 s after {way} {seed_note()}"
         time.sleep(0.1)
     return f"killed by {way} at {delay:.2f} s"
 
@@ -343,3 +374,40 @@ def test_a_killed_restore_leaves_the_live_database_before_or_after_and_the_next_
         assert state(live) == backed_up, note
         left = query("postgres", "SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{live}_restore_%",))
         assert left == [], (note, left)
+
+
+# --- a full disk, a read-only one --------------------------------------------------------------
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A directory on a filesystem of its own (tmpfs): 256 KiB, or read-only."""
+    mounted = []
+
+    def make(options: str) -> Path:
+        target = tmp_path / f"fs-{len(mounted)}"
+        target.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], check=True)
+        mounted.append(target)
+        return target
+    yield make
+    for target in mounted:
+        subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+@pytest.mark.parametrize("fault, options, reason", [
+    ("full", "size=256k,mode=0700", "No space left on device"),
+    ("read-only", "ro,size=1m,mode=0700", "Read-only file system"),
+])
+def test_a_backup_onto_a_full_or_read_only_disk_fails_clearly_and_leaves_nothing(
+        names, small_filesystem, fault, options, reason):
+    live = f"{names}_live"
+    setup_database(live, activities=50000)
+    before = state(live)
+    backups = small_filesystem(options)
+    run = run_playbook("playbooks/db-backup.yml", extra_vars={**on_database(live),
+                                                               "cruddur_db_backup_dir": str(backups)})
+    assert run.rc != 0
+    said = " ".join(run.output.split())
+    assert f"pg_dump of database {live} at 127.0.0.1:5432 failed" in said and reason in said, run.output[-3000:]
+    assert sorted(p.name for p in backups.iterdir()) == []  # the partial dump was removed
+    assert state(live) == before

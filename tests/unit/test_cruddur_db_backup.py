@@ -1,4 +1,5 @@
-"""Unit tests of the backup module's retention rule (real files in a temporary directory)."""
+"""Unit tests of the backup module's retention rule and of what it finds an interrupted backup left
+(real files in a temporary directory)."""
 
 from ansible_collections.cruddur.ops.plugins.modules import cruddur_db_backup as backup
 
@@ -24,3 +25,29 @@ def test_retention_keeps_the_newest_and_check_mode_counts_the_one_about_to_be_ta
         "cruddur-20260103T000000Z.dump", "cruddur-20260103T000000Z.dump.json", "cruddur-20260103T000000Z.dump.sha256",
         "cruddur_other-20250101T000000Z.dump"]
     assert backup.retain(str(tmp_path), "cruddur", 0, False) == []  # 0 keeps all
+
+
+def dead_pid():
+    """A pid no process has: a child that has exited and been reaped."""
+    import subprocess
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_leftovers_are_what_dead_runs_left_and_never_a_live_run_or_a_complete_backup(tmp_path):
+    import os
+    make(tmp_path, "20260101T000000Z")  # complete: kept
+    dead, live = dead_pid(), os.getpid()
+    names = [f"cruddur-20260102T000000Z.dump.partial-{dead}",          # a killed pg_dump's file
+             f"cruddur-20260102T000000Z.dump.sha256.partial-{dead}",   # a killed sidecar write
+             "cruddur-20260103T000000Z.dump.sha256",                   # sidecars whose dump never came
+             "cruddur-20260103T000000Z.dump.json",
+             f"cruddur-20260104T000000Z.dump.partial-{live}",          # a run still writing: kept
+             "cruddur-20260104T000000Z.dump.sha256",                   # ... and its sidecar: kept
+             f"cruddur_other-20260102T000000Z.dump.partial-{dead}"]    # another database's: kept
+    for name in names:
+        (tmp_path / name).write_text("x")
+    found = sorted(p.rsplit("/", 1)[1] for p in backup.leftovers(str(tmp_path), "cruddur"))
+    assert found == sorted(names[:4])
+    assert backup.backups_of(str(tmp_path), "cruddur") == [str(tmp_path / "cruddur-20260101T000000Z.dump")]

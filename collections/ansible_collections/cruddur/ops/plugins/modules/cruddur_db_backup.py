@@ -24,7 +24,8 @@ description:
     retention. The next backup removes what such a run left (partial files of processes that are
     gone, and a C(.sha256) or C(.json) without its dump)."
   - "C(state=restored): checks I(file) against its C(.sha256), restores it with
-    C(pg_restore --single-transaction --exit-on-error) into I(db), which must exist and be empty,
+    C(pg_restore --jobs --exit-on-error) into I(db), which must exist and be new and empty (the
+    caller drops it unless it is verified),
     and verifies the result: the migrations table is there and every table has the row count the
     manifest recorded. A restore that fails verification fails the module; the caller drops the
     new database."
@@ -53,6 +54,10 @@ options:
   name:
     description: Database name the backup files are named after (default I(db)).
     type: str
+  jobs:
+    description: Parallel jobs of C(pg_restore) (C(state=restored)); the default is the number
+      of CPUs, at most 4.
+    type: int
 extends_documentation_fragment:
   - cruddur.ops.postgres
 requirements: [pg_dump and pg_restore of the server's major version or newer]
@@ -99,6 +104,8 @@ import hashlib
 import json
 import os
 import re
+import subprocess
+import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -239,14 +246,26 @@ def dump(module, params) -> dict:
         with conn.cursor() as cursor:
             cursor.execute("SELECT pg_export_snapshot(), current_setting('server_version')")
             snapshot, server_version = cursor.fetchone()
-            tables = table_row_counts(cursor)
-            migrations = applied_migrations(cursor, tables)
             partial = f"{path}.partial-{os.getpid()}"
             old_umask = os.umask(0o077)
             try:
-                run_tool(module, [pg_dump, "--format=custom", f"--snapshot={snapshot}",
-                                  f"--file={partial}"] + connection_args(params, params["db"]),
-                         tool_environment(params), f"pg_dump of {pg_where(params)}")
+                # pg_dump reads the snapshot while this session counts the rows in it: the data is
+                # read twice, but at the same time, so the counts add little to the dump's time.
+                with tempfile.TemporaryFile() as errors:
+                    dumper = subprocess.Popen(
+                        [pg_dump, "--format=custom", f"--snapshot={snapshot}", f"--file={partial}"]
+                        + connection_args(params, params["db"]),
+                        env={**os.environ, **tool_environment(params)}, stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL, stderr=errors)
+                    try:
+                        tables = table_row_counts(cursor)
+                        migrations = applied_migrations(cursor, tables)
+                    finally:
+                        rc = dumper.wait()
+                    if rc != 0:
+                        errors.seek(0)
+                        raise BackupError(f"pg_dump of {pg_where(params)} failed (exit {rc}): "
+                                          f"{errors.read().decode('utf-8', 'replace').strip()}")
             except BackupError:
                 if os.path.exists(partial):
                     os.unlink(partial)
@@ -312,7 +331,9 @@ def restore(module, params) -> dict:
             if table_row_counts(cursor):
                 raise BackupError(f"{pg_where(params)} is not empty: restore only into a new database")
         conn.rollback()
-        run_tool(module, [pg_restore, "--single-transaction", "--exit-on-error", "--no-owner",
+        # Parallel jobs, not one transaction: the database is new, and the caller drops it unless
+        # it is verified and swapped in.
+        run_tool(module, [pg_restore, f"--jobs={params['jobs']}", "--exit-on-error", "--no-owner",
                           path] + connection_args(params, params["db"]),
                  tool_environment(params), f"pg_restore of {path} into {pg_where(params)}")
         with conn.cursor() as cursor:
@@ -333,7 +354,8 @@ def main():
     spec = postgres_argument_spec()
     spec.update(state=dict(type="str", default="dumped", choices=["dumped", "restored"]),
                 backup_dir=dict(type="path"), keep=dict(type="int", default=7),
-                file=dict(type="path"), name=dict(type="str"))
+                file=dict(type="path"), name=dict(type="str"),
+                jobs=dict(type="int", default=min(os.cpu_count() or 1, 4)))
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
                            required_if=[("state", "restored", ["file"])])
     require_driver(module)

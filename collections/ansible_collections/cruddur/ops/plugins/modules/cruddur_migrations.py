@@ -75,8 +75,9 @@ options:
     type: int
     default: 120
   ddl_lock_timeout:
-    description: Seconds a migration's statement may wait for a table lock (0 - no limit).
-    type: int
+    description: Seconds (fractions allowed) a migration's statement may wait for a table lock
+      (0 - no limit).
+    type: float
     default: 5
   ddl_lock_retries:
     description: How many more times a transactional migration that timed out waiting for a
@@ -610,7 +611,7 @@ def set_timeouts(conn, ddl_lock_timeout, statement_timeout):
     with conn.cursor() as cursor:
         cursor.execute("SELECT set_config('lock_timeout', %s, false), "
                        "set_config('statement_timeout', %s, false)",
-                       (f"{ddl_lock_timeout}s", f"{statement_timeout}s"))
+                       (f"{round(ddl_lock_timeout * 1000)}ms", f"{statement_timeout}s"))
     conn.commit()
 
 
@@ -994,7 +995,7 @@ def main():
                        choices=["latest", "rolled_back", "status", "repaired", "adopted", "seeded"]),
             migrations_dir=dict(type="path", required=True),
             lock_timeout=dict(type="int", default=120),
-            ddl_lock_timeout=dict(type="int", default=5),
+            ddl_lock_timeout=dict(type="float", default=5),
             ddl_lock_retries=dict(type="int", default=3),
             lint=dict(type="bool", default=True),
             squawk_config=dict(type="path"),
