@@ -104,8 +104,7 @@ import hashlib
 import json
 import os
 import re
-import subprocess
-import tempfile
+import threading
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -249,23 +248,27 @@ def dump(module, params) -> dict:
             partial = f"{path}.partial-{os.getpid()}"
             old_umask = os.umask(0o077)
             try:
-                # pg_dump reads the snapshot while this session counts the rows in it: the data is
-                # read twice, but at the same time, so the counts add little to the dump's time.
-                with tempfile.TemporaryFile() as errors:
-                    dumper = subprocess.Popen(
-                        [pg_dump, "--format=custom", f"--snapshot={snapshot}", f"--file={partial}"]
-                        + connection_args(params, params["db"]),
-                        env={**os.environ, **tool_environment(params)}, stdin=subprocess.DEVNULL,
-                        stdout=subprocess.DEVNULL, stderr=errors)
+                # pg_dump reads the snapshot while this session counts the rows in it (a thread):
+                # the data is read twice, but at the same time, so the counts add little.
+                counted = {}
+
+                def count():
                     try:
-                        tables = table_row_counts(cursor)
-                        migrations = applied_migrations(cursor, tables)
-                    finally:
-                        rc = dumper.wait()
-                    if rc != 0:
-                        errors.seek(0)
-                        raise BackupError(f"pg_dump of {pg_where(params)} failed (exit {rc}): "
-                                          f"{errors.read().decode('utf-8', 'replace').strip()}")
+                        counted["tables"] = table_row_counts(cursor)
+                        counted["migrations"] = applied_migrations(cursor, counted["tables"])
+                    except psycopg2.Error as exc:
+                        counted["error"] = exc
+                counter = threading.Thread(target=count)
+                counter.start()
+                try:
+                    run_tool(module, [pg_dump, "--format=custom", f"--snapshot={snapshot}",
+                                      f"--file={partial}"] + connection_args(params, params["db"]),
+                             tool_environment(params), f"pg_dump of {pg_where(params)}")
+                finally:
+                    counter.join()
+                if "error" in counted:
+                    raise counted["error"]
+                tables, migrations = counted["tables"], counted["migrations"]
             except BackupError:
                 if os.path.exists(partial):
                     os.unlink(partial)
@@ -355,7 +358,7 @@ def main():
     spec.update(state=dict(type="str", default="dumped", choices=["dumped", "restored"]),
                 backup_dir=dict(type="path"), keep=dict(type="int", default=7),
                 file=dict(type="path"), name=dict(type="str"),
-                jobs=dict(type="int", default=min(os.cpu_count() or 1, 4)))
+                jobs=dict(type="int"))
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
                            required_if=[("state", "restored", ["file"])])
     require_driver(module)
