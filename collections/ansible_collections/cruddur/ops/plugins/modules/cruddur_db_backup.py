@@ -336,7 +336,8 @@ def restore(module, params) -> dict:
         conn.rollback()
         # Parallel jobs, not one transaction: the database is new, and the caller drops it unless
         # it is verified and swapped in.
-        run_tool(module, [pg_restore, f"--jobs={params['jobs']}", "--exit-on-error", "--no-owner",
+        jobs = params["jobs"] or min(os.cpu_count() or 1, 4)
+        run_tool(module, [pg_restore, f"--jobs={jobs}", "--exit-on-error", "--no-owner",
                           path] + connection_args(params, params["db"]),
                  tool_environment(params), f"pg_restore of {path} into {pg_where(params)}")
         with conn.cursor() as cursor:
