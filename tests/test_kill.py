@@ -203,7 +203,8 @@ def setup_database(name: str, activities: int = 2000) -> None:
     run = run_playbook("playbooks/db-setup.yml", extra_vars={**on_database(name),
                                                               "cruddur_db_env_file": SCRATCH_ENV_FILE})
     assert run.rc == 0, run.output[-3000:]
-    add_activities(name, activities)
+    if activities:
+        add_activities(name, activities)
 
 
 def add_activities(name: str, count: int) -> None:
@@ -411,3 +412,47 @@ def test_a_backup_onto_a_full_or_read_only_disk_fails_clearly_and_leaves_nothing
     assert f"pg_dump of database {live} at 127.0.0.1:5432 failed" in said and reason in said, run.output[-3000:]
     assert sorted(p.name for p in backups.iterdir()) == []  # the partial dump was removed
     assert state(live) == before
+
+
+# --- db-setup on a target not proven local -------------------------------------------------------
+
+def fresh(dbname: str) -> tuple[str, list, list]:
+    """What a fresh db-setup gives, its generated uuids and times aside: the schema, the seed's
+    users and activities."""
+    proc = subprocess.run(["pg_dump", "--schema-only", "--no-owner", "--no-privileges", "-h", PG["host"],
+                           "-U", PG["user"], dbname], env={**os.environ, "PGPASSWORD": PG["password"]},
+                          capture_output=True, text=True, check=True)
+    schema = "\n".join(line for line in proc.stdout.splitlines()
+                       if not line.startswith(("\\restrict", "\\unrestrict", "-- Dumped")))
+    return (schema, query(dbname, "SELECT handle, display_name FROM users ORDER BY handle"),
+            query(dbname, "SELECT message FROM activities ORDER BY message"))
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_a_killed_setup_of_a_remote_database_leaves_it_as_before_or_rebuilt_never_gone(names, tmp_path, way):
+    template, live, reference = f"{names}_template", f"{names}_live", f"{names}_ref"
+    setup_database(template, activities=20000)
+    setup_database(reference, activities=0)
+    rebuilt = fresh(reference)
+    before = state(template)
+    # 0.0.0.0 reaches this machine's server but is not loopback: the guard treats it as remote.
+    extra = {**on_database(live, host="0.0.0.0"), "cruddur_db_confirm": live,
+             "cruddur_db_backup_dir": str(tmp_path / "backups"), "cruddur_db_env_file": SCRATCH_ENV_FILE}
+    copy_database(template, live)
+    run, seconds = timed_run("db-setup", extra)
+    assert run.rc == 0, run.output[-3000:]
+    for delay in kill_points("db-setup", way, seconds * 1.1):
+        drop_database(live)
+        copy_database(template, live)
+        what = run_killed("db-setup", extra, delay, way)
+        note = seed_note(f", {what}")
+        for (name,) in query("postgres", "SELECT datname FROM pg_database WHERE datname LIKE %s", (names + "%",)):
+            settle(name)
+        assert query("postgres", "SELECT count(*) FROM pg_database WHERE datname = %s", (live,)) == [(1,)], \
+            f"the live database is gone {note}"
+        assert state(live) == before or fresh(live) == rebuilt, f"the database is neither as before nor rebuilt {note}"
+        finish = run_playbook("playbooks/db-setup.yml", extra_vars=extra)
+        assert finish.rc == 0, (note, finish.output[-3000:])
+        assert fresh(live) == rebuilt, note
+        left = query("postgres", "SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{live}_setup_%",))
+        assert left == [], (note, left)

@@ -248,7 +248,8 @@ def test_a_blocked_migration_is_retried_with_backoff_and_names_the_blocking_sess
     message = " ".join(str(failure.value).split())
     assert waits == [1, 2]
     assert "It timed out waiting for a lock 3 times (backing off 1, 2 s between tries)" in message
-    assert f"blocked by: pid {pid} (application 'cruddur-api-test', user postgres, state 'idle in transaction'" in message
+    assert (f"blocked by: pid {pid} (client backend, application 'cruddur-api-test', user postgres, "
+            "state 'idle in transaction', transaction started 20") in message
     assert "failed and was rolled back (nothing of it is left)" in message
     assert query(name, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'b' "
                        "AND column_name = 'note'") == [(0,)]

@@ -25,9 +25,9 @@ description:
     gone, and a C(.sha256) or C(.json) without its dump)."
   - "C(state=restored): checks I(file) against its C(.sha256), restores it with
     C(pg_restore --jobs --exit-on-error) into I(db), which must exist and be new and empty (the
-    caller drops it unless it is verified),
-    and verifies the result: the migrations table is there and every table has the row count the
-    manifest recorded. A restore that fails verification fails the module; the caller drops the
+    caller drops it unless it is verified), runs C(ANALYZE) (a restore leaves no statistics),
+    and verifies the result: the migrations table is there and every table has the row count
+    the manifest recorded. A restore that fails verification fails the module; the caller drops the
     new database."
   - The password goes to the tools through their environment, never on a command line.
   - Check mode runs nothing and says what would be done.
@@ -340,9 +340,11 @@ def restore(module, params) -> dict:
         run_tool(module, [pg_restore, f"--jobs={jobs}", "--exit-on-error", "--no-owner",
                           path] + connection_args(params, params["db"]),
                  tool_environment(params), f"pg_restore of {path} into {pg_where(params)}")
+        conn.autocommit = True
         with conn.cursor() as cursor:
+            # pg_restore leaves no statistics: the planner would guess until autovacuum came by.
+            cursor.execute("ANALYZE")
             tables = table_row_counts(cursor)
-        conn.rollback()
     finally:
         conn.close()
     if RECORD_TABLE not in tables and manifest.get("migrations"):

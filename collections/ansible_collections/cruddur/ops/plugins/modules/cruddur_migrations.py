@@ -419,9 +419,11 @@ def rollback_one(conn, migration):
         raise
 
 
+# A session of another user shows its state and times only to a superuser or a member of
+# pg_read_all_stats; its pid, application, user and kind (an autovacuum worker, a client) always.
 BLOCKERS_OF = """
-    SELECT pid, coalesce(application_name, ''), coalesce(usename::text, ''), coalesce(state, ''),
-           xact_start, query_start
+    SELECT pid, coalesce(application_name, ''), coalesce(usename::text, ''), state,
+           xact_start, query_start, backend_type
     FROM pg_stat_activity WHERE pid = ANY(pg_blocking_pids(%s)) ORDER BY pid
 """
 
@@ -443,9 +445,10 @@ class BlockerWatch:
             with conn.cursor() as cursor:
                 while not self._stop.wait(0.1):
                     cursor.execute(BLOCKERS_OF, (self.pid,))
-                    for pid, application, user, state, xact_start, query_start in cursor.fetchall():
+                    for pid, application, user, state, xact_start, query_start, kind in cursor.fetchall():
                         self.seen[pid] = {
-                            "pid": pid, "application": application, "user": user, "state": state,
+                            "pid": pid, "application": application, "user": user, "kind": kind,
+                            "state": state if state is not None else "hidden from this login",
                             "xact_start": xact_start.isoformat() if xact_start else None,
                             "query_start": query_start.isoformat() if query_start else None}
                     conn.rollback()
@@ -474,8 +477,9 @@ class BlockerWatch:
         if not self.seen:
             return "the blocking session was not seen (it ended before it could be named)"
         return "; ".join(
-            f"pid {b['pid']} (application '{b['application']}', user {b['user']}, state '{b['state']}', "
-            f"transaction started {b['xact_start']}, query started {b['query_start']})"
+            f"pid {b['pid']} ({b['kind']}, application '{b['application']}', user {b['user'] or '-'}, "
+            f"state '{b['state']}', transaction started {b['xact_start'] or '?'}, "
+            f"query started {b['query_start'] or '?'})"
             for b in self.seen.values())
 
 
