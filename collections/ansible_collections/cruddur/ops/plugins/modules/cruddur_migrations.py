@@ -555,15 +555,16 @@ def squawk_findings(run_command, squawk, config, migrations):
         if rc not in (0, 1) or not isinstance(reported, list):
             raise MigrationError(f"squawk could not lint the migrations (exit {rc}): {(err or out).strip()[:2000]}")
         findings += [{"file": f["file"], "line": int(f.get("line", 0)) + 1, "rule": f.get("rule_name"),
-                      "message": f.get("message"), "help": f.get("help") or ""} for f in reported]
+                      "message": (f.get("message") or "").rstrip("."), "help": (f.get("help") or "").rstrip(".")}
+                     for f in reported]
     for migration in migrations:
         findings += unreasoned_exemptions(migration)
     return sorted(findings, key=lambda f: (f["file"], f["line"]))
 
 
 def describe_findings(findings):
-    return " | ".join(f"{os.path.basename(f['file'])}:{f['line']} {f['rule']}: {f['message']}"
-                      + (f" Fix: {f['help']}" if f["help"] else "") for f in findings)
+    return " | ".join(f"{os.path.basename(f['file'])}:{f['line']} {f['rule']}: {f['message']}."
+                      + (f" Fix: {f['help']}." if f["help"] else "") for f in findings)
 
 
 class AdvisoryLock:
@@ -633,7 +634,7 @@ def run(conn, migrations, state, check_mode, lock_timeout, ddl_lock_timeout=5, s
     if findings and not check_mode:
         raise MigrationError(
             f"squawk stops these migrations before anything is applied ({len(findings)} "
-            f"finding{'s' if len(findings) > 1 else ''}): {describe_findings(findings)}. Change the "
+            f"finding{'s' if len(findings) > 1 else ''}): {describe_findings(findings)} Change the "
             "statement, or exempt it with '-- squawk-ignore <rule> -- reviewed: <why>' on the line "
             "before it.")
     if check_mode or not (to_apply or to_roll_back):
@@ -1035,6 +1036,16 @@ def main():
     # not): reading and ordering them is most of a run that finds nothing to do.
     migrations = None if params["state"] == "adopted" else migrations_or_fail()
     where = pg_where(params)
+    lint = None
+    if params["lint"] and params["state"] == "latest":
+        def lint(pending):
+            squawk = module.get_bin_path("squawk", opt_dirs=[os.path.dirname(sys.executable)])
+            if not squawk:
+                raise MigrationError(
+                    "squawk (squawk-cli, in requirements.txt) is needed to lint the pending "
+                    "migrations and is not installed; install it, or turn the lint off "
+                    "(lint: false, cruddur_db_lint_migrations); nothing was applied")
+            return squawk_findings(module.run_command, squawk, params["squawk_config"], pending)
     try:
         conn = connect(params)
     except psycopg2.OperationalError as exc:
@@ -1042,14 +1053,19 @@ def main():
             # Nothing to adopt in a database still to be created; nothing applied in it yet.
             pending = [{"id": m.id, "state": "pending"} for m in migrations or []]
             module.exit_json(changed=False, applied=[], rolled_back=[], current=[], repaired=[], adopted=[],
-                             granted=[], foreign_objects=[], seeded={},
+                             granted=[], foreign_objects=[], seeded={}, lint_findings=[],
                              status=pending if params["state"] == "status" else [])
         if module.check_mode and "does not exist" in str(exc):
             # The database itself is still to be created (by an earlier task, simulated in
             # --check): everything would be applied.
             would = [m.id for m in migrations] if params["state"] == "latest" else []
+            try:
+                findings = lint(migrations) if lint and would else []
+            except MigrationError as lint_error:
+                module.fail_json(msg=f"{where}: {lint_error}")
             module.exit_json(changed=bool(would), applied=would, rolled_back=[], current=[],
-                             status=[], repaired=[], adopted=[], granted=[], foreign_objects=[], seeded={})
+                             status=[], repaired=[], adopted=[], granted=[], foreign_objects=[], seeded={},
+                             lint_findings=findings)
         module.fail_json(msg=f"cannot connect to {where}: {reason(exc)}")
 
     state = params["state"]
@@ -1073,16 +1089,6 @@ def main():
                           repaired=[], adopted=[], granted=[],
                           seeded=seed(conn, params["seed_file"], module.check_mode))
         else:
-            lint = None
-            if params["lint"] and state == "latest":
-                def lint(pending):
-                    squawk = module.get_bin_path("squawk", opt_dirs=[os.path.dirname(sys.executable)])
-                    if not squawk:
-                        raise MigrationError(
-                            "squawk (squawk-cli, in requirements.txt) is needed to lint the pending "
-                            "migrations and is not installed; install it, or turn the lint off "
-                            "(lint: false, cruddur_db_lint_migrations); nothing was applied")
-                    return squawk_findings(module.run_command, squawk, params["squawk_config"], pending)
             result = dict(run(conn, migrations, state, module.check_mode, params["lock_timeout"],
                               params["ddl_lock_timeout"], params["statement_timeout"],
                               ddl_lock_retries=params["ddl_lock_retries"],
