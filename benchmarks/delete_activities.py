@@ -8,7 +8,7 @@
   replica), which no chore may do but which shows what the delete itself costs.
 
 A throwaway database on the local server is built by the project's migrations, filled with
-generate_series (users, activities, a tenth of them replies), copied for each run, and dropped.
+benchmarks/dataset.py (users, activities, a tenth of them replies), copied for each run, and dropped.
 Prints figures; never passes or fails on them.
 
     .venv/bin/python benchmarks/delete_activities.py [ACTIVITIES] [PERCENT]
@@ -28,25 +28,13 @@ sys.path.insert(0, str(REPO / "collections"))
 
 from ansible_collections.cruddur.ops.plugins.modules import cruddur_migrations  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dataset import fill  # noqa: E402  (the project's data set)
+
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres",
       "password": os.environ.get("CRUDDUR_LOCAL_DB_PASSWORD") or "password"}
 TEMPLATE = "cruddur_bench_delete"
 
-FILL = """
-INSERT INTO users (display_name, handle, email, cognito_user_id)
-SELECT 'User ' || n, 'user' || n, 'user' || n || '@example.com', md5(n::text)::uuid::text
-FROM generate_series(1, %(users)s) AS n;
-INSERT INTO activities (user_uuid, message, expires_at, created_at)
-SELECT u.uuid, 'activity ' || n, now() + interval '7 days', now() - n * interval '1 second'
-FROM generate_series(1, %(activities)s) AS n
-JOIN (SELECT uuid, row_number() OVER () AS i FROM users) u ON u.i = 1 + n %% %(users)s;
--- A tenth are replies to another activity.
-UPDATE activities a SET reply_to_activity_uuid = p.uuid
-FROM (SELECT uuid, row_number() OVER (ORDER BY created_at) AS i FROM activities) p,
-     (SELECT uuid, row_number() OVER (ORDER BY created_at) AS i FROM activities) c
-WHERE c.uuid = a.uuid AND c.i %% 10 = 0 AND p.i = c.i - 1;
-ANALYZE;
-"""
 DELETE = "DELETE FROM activities WHERE uuid IN (SELECT uuid FROM activities ORDER BY uuid LIMIT %s)"
 
 
@@ -73,8 +61,7 @@ def build(activities: int) -> None:
     cruddur_migrations.run(conn, cruddur_migrations.load_migrations(str(REPO / "sql" / "migrations")),
                            "latest", False, 10)
     conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(FILL, {"users": max(activities // 20, 1), "activities": activities})
+    fill(conn, users=max(activities // 20, 1), activities=activities)
     conn.close()
 
 

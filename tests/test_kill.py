@@ -174,9 +174,13 @@ def run_killed(playbook: str, extra_vars: dict, delay: float, way: str) -> str:
     return f"killed by {way} at {delay:.2f} s"
 
 
-def kill_points(chore: str, way: str, duration: float) -> list[float]:
-    generator = random.Random(f"{SEED}-{chore}-{way}")
-    return [round(generator.uniform(0.2, duration), 2) for _ in range(POINTS)]
+def kill_points(chore: str, duration: float) -> list[tuple[str, float]]:
+    """POINTS kill points for each way of dying, drawn from the seed: (way, seconds into the run)."""
+    points = []
+    for way in WAYS:
+        generator = random.Random(f"{SEED}-{chore}-{way}")
+        points += [(way, round(generator.uniform(0.2, duration), 2)) for _ in range(POINTS)]
+    return points
 
 
 DURATIONS: dict[str, float] = {}
@@ -225,10 +229,9 @@ def migrations_with(tmp_path: Path, names_: list[str]) -> Path:
 
 # --- db-migrate ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("way", WAYS)
-def test_a_killed_migration_leaves_the_database_before_or_after_a_migration(names, tmp_path, way):
+def test_a_killed_migration_leaves_the_database_before_or_after_a_migration(names, tmp_path):
     template = f"{names}_template"
-    setup_database(template, activities=20000)
+    setup_database(template, activities=5000)
     steps = [[], ["0006_kill_note.sql"], ["0006_kill_note.sql", "0007_kill_note_index.sql"]]
     dirs = [migrations_with(tmp_path, step) for step in steps]
     # The states a run may leave: before, after 0006, after 0007 (each from a run to the end).
@@ -239,7 +242,7 @@ def test_a_killed_migration_leaves_the_database_before_or_after_a_migration(name
                                                 "cruddur_db_migrations_dir": str(directory)})
         assert run.rc == 0, run.output[-3000:]
         states.append(state(f"{names}_s{number}"))
-    for point, delay in enumerate(kill_points("db-migrate", way, seconds * 1.1)):
+    for point, (way, delay) in enumerate(kill_points("db-migrate", seconds * 1.1)):
         target = f"{names}_p{point}"
         copy_database(template, target)
         extra = {**on_database(target), "cruddur_db_migrations_dir": str(dirs[-1])}
@@ -256,8 +259,7 @@ def test_a_killed_migration_leaves_the_database_before_or_after_a_migration(name
         assert again.rc == 0 and again.changed() == 0, (note, again.output[-3000:])
 
 
-@pytest.mark.parametrize("way", WAYS)
-def test_a_killed_adoption_leaves_the_original_or_an_adopted_database(names, tmp_path, way):
+def test_a_killed_adoption_leaves_the_original_or_an_adopted_database(names, tmp_path):
     template = f"{names}_template"
     admin = connect("postgres")
     with admin.cursor() as cur:
@@ -287,7 +289,7 @@ def test_a_killed_adoption_leaves_the_original_or_an_adopted_database(names, tmp
                                                 "cruddur_db_migrations_dir": str(directory)})
         assert run.rc == 0, run.output[-3000:]
         states.append(state(f"{names}_s{upto}"))
-    for point, delay in enumerate(kill_points("adoption", way, seconds * 1.1)):
+    for point, (way, delay) in enumerate(kill_points("adoption", seconds * 1.1)):
         target = f"{names}_p{point}"
         copy_database(template, target)
         what = run_killed("db-migrate", on_database(target), delay, way)
@@ -317,16 +319,15 @@ def assert_every_listed_backup_is_complete(directory: Path, name: str, note: str
         assert manifest["sha256"] == digest and "activities" in manifest["tables"], note
 
 
-@pytest.mark.parametrize("way", WAYS)
-def test_a_killed_backup_lists_nothing_half_written_and_the_next_cleans_up(names, tmp_path, way):
+def test_a_killed_backup_lists_nothing_half_written_and_the_next_cleans_up(names, tmp_path):
     live = f"{names}_live"
-    setup_database(live, activities=20000)
+    setup_database(live, activities=5000)
     before = state(live)
     backups = tmp_path / "backups"
     extra = {**on_database(live), "cruddur_db_backup_dir": str(backups), "cruddur_db_backup_keep": 50}
     run, seconds = timed_run("db-backup", extra)
     assert run.rc == 0, run.output[-3000:]
-    for delay in kill_points("db-backup", way, seconds * 1.1):
+    for way, delay in kill_points("db-backup", seconds * 1.1):
         what = run_killed("db-backup", extra, delay, way)
         settle(live)
         note = seed_note(f", {what}")
@@ -343,10 +344,9 @@ def test_a_killed_backup_lists_nothing_half_written_and_the_next_cleans_up(names
         assert left == [], (note, left)
 
 
-@pytest.mark.parametrize("way", WAYS)
-def test_a_killed_restore_leaves_the_live_database_before_or_after_and_the_next_cleans_up(names, tmp_path, way):
+def test_a_killed_restore_leaves_the_live_database_before_or_after_and_the_next_cleans_up(names, tmp_path):
     live = f"{names}_live"
-    setup_database(live, activities=20000)
+    setup_database(live, activities=5000)
     backups = tmp_path / "backups"
     extra = {**on_database(live), "cruddur_db_backup_dir": str(backups)}
     assert run_playbook("playbooks/db-backup.yml", extra_vars=extra).rc == 0
@@ -362,7 +362,7 @@ def test_a_killed_restore_leaves_the_live_database_before_or_after_and_the_next_
     copy_database(template, live)
     run, seconds = timed_run("db-restore", extra)
     assert run.rc == 0, run.output[-3000:]
-    for delay in kill_points("db-restore", way, seconds * 1.1):
+    for way, delay in kill_points("db-restore", seconds * 1.1):
         drop_database(live)
         copy_database(template, live)
         what = run_killed("db-restore", extra, delay, way)
@@ -428,10 +428,9 @@ def fresh(dbname: str) -> tuple[str, list, list]:
             query(dbname, "SELECT message FROM activities ORDER BY message"))
 
 
-@pytest.mark.parametrize("way", WAYS)
-def test_a_killed_setup_of_a_remote_database_leaves_it_as_before_or_rebuilt_never_gone(names, tmp_path, way):
+def test_a_killed_setup_of_a_remote_database_leaves_it_as_before_or_rebuilt_never_gone(names, tmp_path):
     template, live, reference = f"{names}_template", f"{names}_live", f"{names}_ref"
-    setup_database(template, activities=20000)
+    setup_database(template, activities=5000)
     setup_database(reference, activities=0)
     rebuilt = fresh(reference)
     before = state(template)
@@ -441,7 +440,7 @@ def test_a_killed_setup_of_a_remote_database_leaves_it_as_before_or_rebuilt_neve
     copy_database(template, live)
     run, seconds = timed_run("db-setup", extra)
     assert run.rc == 0, run.output[-3000:]
-    for delay in kill_points("db-setup", way, seconds * 1.1):
+    for way, delay in kill_points("db-setup", seconds * 1.1):
         drop_database(live)
         copy_database(template, live)
         what = run_killed("db-setup", extra, delay, way)
