@@ -252,6 +252,22 @@ def load_migrations_module():
     return cruddur_migrations
 
 
+def build_original(name: str, *scripts: str, sql: str = "") -> None:
+    """A database built the way the original scripts built it: tests/fixtures/original's
+    schema.sql and seed.sql (then `scripts` from there, then `sql`)."""
+    admin = connect("postgres")
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    conn = connect(name)
+    with conn.cursor() as cur:
+        for script in ("schema.sql", "seed.sql", *scripts):
+            cur.execute((REPO / "tests" / "fixtures" / "original" / script).read_text())
+        if sql:
+            cur.execute(sql)
+    conn.close()
+
+
 def create_migrated_database(prefix: str, seed: bool = True, signed_up: bool = False) -> str:
     """A new database with the project's migrations applied (and the seed rows, if asked). With
     `signed_up`, the seed's users are linked to identities `sub-<handle>`, as the post-confirmation

@@ -32,14 +32,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (PG, REPO, SCRATCH_ENV_FILE, VENV_BIN, connect, drop_database, on_database, query,
-                      run_playbook)
+from conftest import (PG, REPO, SCRATCH_ENV_FILE, VENV_BIN, build_original, connect, drop_database, on_database,
+                      query, run_playbook)
 
 SEED = int(os.environ.get("CRUDDUR_KILL_SEED") or random.SystemRandom().randrange(1_000_000))
 POINTS = int(os.environ.get("CRUDDUR_KILL_POINTS") or 1)
 WAYS = ("sigkill-group", "sigint-group", "sigkill-parent")
 MIGRATIONS = REPO / "sql" / "migrations"
-ORIGINAL = REPO / "tests" / "fixtures" / "original"
 print(f"kill tests: seed {SEED}, {POINTS} point(s) per chore and way (replay: CRUDDUR_KILL_SEED={SEED})")
 
 # Two migrations of the kind a real change brings: a transactional one that rewrites every row,
@@ -192,6 +191,17 @@ def timed_run(playbook: str, extra_vars: dict):
     return run, time.monotonic() - start
 
 
+def kill_on_a_copy(playbook: str, extra: dict, template: str, live: str, names: str, way: str, delay: float) -> str:
+    """Make `live` a fresh copy of `template`, run the chore on it killed at `delay`, and wait
+    until no session is left on any of the test's databases; the note for the assertions."""
+    drop_database(live)
+    copy_database(template, live)
+    what = run_killed(playbook, extra, delay, way)
+    for (name,) in query("postgres", "SELECT datname FROM pg_database WHERE datname LIKE %s", (names + "%",)):
+        settle(name)
+    return seed_note(f", {what}")
+
+
 # --- fixtures -----------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -261,19 +271,10 @@ def test_a_killed_migration_leaves_the_database_before_or_after_a_migration(name
 
 def test_a_killed_adoption_leaves_the_original_or_an_adopted_database(names, tmp_path):
     template = f"{names}_template"
-    admin = connect("postgres")
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{template}"')
-    admin.close()
-    conn = connect(template)
-    with conn.cursor() as cur:
-        for script in ("schema.sql", "seed.sql"):
-            cur.execute((ORIGINAL / script).read_text())
-        cur.execute("INSERT INTO public.users (display_name, handle) VALUES ('Kill Test', 'killtest');"
-                    "INSERT INTO public.activities (user_uuid, message, expires_at) "
-                    "SELECT (SELECT uuid FROM public.users WHERE handle = 'killtest'), 'row ' || i, "
-                    "timestamp '2027-01-01' FROM generate_series(1, 5000) AS i")
-    conn.close()
+    build_original(template, sql="INSERT INTO public.users (display_name, handle) VALUES ('Kill Test', 'killtest');"
+                                 "INSERT INTO public.activities (user_uuid, message, expires_at) "
+                                 "SELECT (SELECT uuid FROM public.users WHERE handle = 'killtest'), 'row ' || i, "
+                                 "timestamp '2027-01-01' FROM generate_series(1, 5000) AS i")
     # Adoption records 0001-0002 in one transaction; 0003-0005 follow one by one. The states a run
     # may leave: the original, adopted, and adopted with each later migration.
     states = [state(template)]
@@ -363,12 +364,7 @@ def test_a_killed_restore_leaves_the_live_database_before_or_after_and_the_next_
     run, seconds = timed_run("db-restore", extra)
     assert run.rc == 0, run.output[-3000:]
     for way, delay in kill_points("db-restore", seconds * 1.1):
-        drop_database(live)
-        copy_database(template, live)
-        what = run_killed("db-restore", extra, delay, way)
-        note = seed_note(f", {what}")
-        for (name,) in query("postgres", "SELECT datname FROM pg_database WHERE datname LIKE %s", (names + "%",)):
-            settle(name)
+        note = kill_on_a_copy("db-restore", extra, template, live, names, way, delay)
         assert state(live) in (before, backed_up), note
         finish = run_playbook("playbooks/db-restore.yml", extra_vars=extra)
         assert finish.rc == 0, (note, finish.output[-3000:])
@@ -441,12 +437,7 @@ def test_a_killed_setup_of_a_remote_database_leaves_it_as_before_or_rebuilt_neve
     run, seconds = timed_run("db-setup", extra)
     assert run.rc == 0, run.output[-3000:]
     for way, delay in kill_points("db-setup", seconds * 1.1):
-        drop_database(live)
-        copy_database(template, live)
-        what = run_killed("db-setup", extra, delay, way)
-        note = seed_note(f", {what}")
-        for (name,) in query("postgres", "SELECT datname FROM pg_database WHERE datname LIKE %s", (names + "%",)):
-            settle(name)
+        note = kill_on_a_copy("db-setup", extra, template, live, names, way, delay)
         assert query("postgres", "SELECT count(*) FROM pg_database WHERE datname = %s", (live,)) == [(1,)], \
             f"the live database is gone {note}"
         assert state(live) == before or fresh(live) == rebuilt, f"the database is neither as before nor rebuilt {note}"

@@ -12,13 +12,13 @@ import subprocess
 
 import pytest
 
-from conftest import PG, REPO, SCRATCH_ENV_FILE, connect, drop_database, on_database, query, run_playbook
+from conftest import (PG, REPO, SCRATCH_ENV_FILE, build_original, connect, drop_database, on_database, query,
+                      run_playbook)
 
 # The chores on the local server share its cluster-wide roles (created, altered, granted to the
 # administrator): they run one after another on one worker, beside the other tests (bin/run-pytest).
 pytestmark = pytest.mark.xdist_group("local-chores")
 
-ORIGINAL = REPO / "tests" / "fixtures" / "original"
 # The local inventory pointed at a host that is not loopback: 0.0.0.0 reaches this machine's
 # server (so the refusal is tested without any traffic leaving it), but it is not a loopback address.
 NOT_LOOPBACK = {"host": "0.0.0.0"}
@@ -275,20 +275,6 @@ def test_backups_keep_the_last_n(scratch_db_name, backups):
 
 
 # --- adopting a database built by the original schema.sql -------------------------------------
-
-def build_original(name: str, *scripts: str, sql: str = "") -> None:
-    admin = connect("postgres")
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    admin.close()
-    conn = connect(name)
-    with conn.cursor() as cur:
-        for script in ("schema.sql", "seed.sql", *scripts):
-            cur.execute((ORIGINAL / script).read_text())
-        if sql:
-            cur.execute(sql)
-    conn.close()
-
 
 def rows(name: str) -> dict:
     users = query(name, "SELECT uuid::text, display_name, handle, to_jsonb(u) ->> 'email', cognito_user_id,"
