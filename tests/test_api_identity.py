@@ -220,6 +220,34 @@ def test_replies_to_a_missing_or_expired_activity(client, database, issuer):
     assert query(database, "SELECT replies_count FROM activities WHERE uuid = %s", (expired,)) == [(0,)]
 
 
+def test_a_reply_to_an_activity_deleted_while_it_is_written_is_404(client, database, issuer):
+    """The purge (or a user's removal) may delete the activity between the reply's read of it and
+    its foreign key's check: that is 'activity_not_found', not a 500. A trigger of the test's own
+    deletes the parent at exactly that point."""
+    parent = query(database, """
+        INSERT INTO activities (user_uuid, message, expires_at)
+        SELECT uuid, 'about to be purged', now() + interval '1 hour' FROM users WHERE handle = 'bayko'
+        RETURNING uuid""")[0][0]
+    query(database, """
+        CREATE FUNCTION test_delete_parent() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF NEW.message = 'racing the purge' THEN
+            DELETE FROM activities WHERE uuid = NEW.reply_to_activity_uuid;
+          END IF;
+          RETURN NEW;
+        END $$;
+        CREATE TRIGGER test_delete_parent BEFORE INSERT ON activities
+          FOR EACH ROW EXECUTE FUNCTION test_delete_parent();""")
+    try:
+        before = rows(database)
+        raced = post(client, issuer.bearer("sub-bayko"), {"message": "racing the purge"},
+                     f"/api/activities/{parent}/reply")
+        assert raced.status_code == 404 and raced.get_json() == ["activity_not_found"], raced.get_data(as_text=True)
+        assert rows(database) == before  # the parent is still there: its delete was rolled back with the reply
+    finally:
+        query(database, "DROP TRIGGER test_delete_parent ON activities; DROP FUNCTION test_delete_parent()")
+
+
 def test_concurrent_replies_are_each_counted(app, database, issuer):
     from concurrent.futures import ThreadPoolExecutor
 

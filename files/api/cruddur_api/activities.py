@@ -14,7 +14,7 @@ from werkzeug.exceptions import BadRequest
 
 from . import cursor as feed_cursor
 from .auth import bearer_token
-from .db import DatabaseUnavailable
+from .db import DatabaseUnavailable, ReferenceGone
 from .errors import ApiError
 from .validation import validate_new_activity, validate_reply
 
@@ -105,7 +105,10 @@ def create():
     values, errors = validate_new_activity(_json_body())
     if errors:
         raise ApiError(422, errors, "the activity breaks these rules")
-    activity = _db().query_value("activities/create", {**values, "sub": identity.sub})
+    try:
+        activity = _db().query_value("activities/create", {**values, "sub": identity.sub})
+    except ReferenceGone:  # the user was deleted meanwhile
+        activity = None
     if activity is None:
         raise _not_registered()
     # The JSON text PostgreSQL built, as the feed and GET serve it; 200, as the frontend expects.
@@ -120,8 +123,11 @@ def reply(activity_uuid: uuid.UUID):
     values, errors = validate_reply(_json_body())
     if errors:
         raise ApiError(422, errors, "the reply breaks these rules")
-    outcome, activity = _db().query_row("activities/reply", {
-        **values, "sub": identity.sub, "parent": activity_uuid})
+    try:
+        outcome, activity = _db().query_row("activities/reply", {
+            **values, "sub": identity.sub, "parent": activity_uuid})
+    except ReferenceGone:  # the activity (or the user) was deleted while the reply was written
+        outcome, activity = "activity_not_found", None
     if outcome == "user_not_registered":
         raise _not_registered()
     if outcome == "activity_not_found":

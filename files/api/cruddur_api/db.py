@@ -44,6 +44,11 @@ class InvalidInput(ValueError):
     """PostgreSQL (or the driver, before sending) refused a value: the client's input is bad."""
 
 
+class ReferenceGone(Exception):
+    """A row the statement refers to was deleted by another session between the statement's read
+    and its foreign key's check (a reply to an activity the purge removes just then)."""
+
+
 # A fragment (a file whose name starts with "_") is included where a template (or another
 # fragment) says /*@name*/.
 INCLUDE = re.compile(r"/\*@([\w/]+)\*/")
@@ -136,6 +141,9 @@ class Database:
             except psycopg.OperationalError as exc:
                 span.record_exception(exc)
                 raise DatabaseUnavailable(_describe(exc)) from exc
+            except psycopg.errors.ForeignKeyViolation as exc:
+                span.record_exception(exc)
+                raise ReferenceGone(_describe(exc)) from exc
             except psycopg.DataError as exc:
                 # A value PostgreSQL cannot take (out of range, NUL in text, ...): the input's fault.
                 span.record_exception(exc)
