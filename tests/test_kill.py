@@ -3,8 +3,8 @@
 Each chore runs as a user runs it (ansible-playbook in a session of its own) and is interrupted at a
 random point in one of the ways a chore really dies:
 
-- ``sigkill-group``: SIGKILL to every process of the chore: its process group and the sessions
-  ansible-playbook's workers start (a closed terminal, a lost SSH session, a rebooted laptop);
+- ``sigkill-group``: SIGKILL to every process of the chore, found by a tag in their environment
+  (ansible-playbook's workers start sessions of their own): a closed terminal, a lost SSH session;
 - ``sigint-group``: SIGINT to the process group (Ctrl-C), twice if the first does not end it;
 - ``sigkill-parent``: SIGKILL to ansible-playbook alone: its workers, the modules and the
   pg_dump/pg_restore they started live on.
@@ -100,43 +100,31 @@ def settle(dbname: str, timeout: float = 90) -> None:
 
 # --- running a chore and killing it ------------------------------------------------------------
 
-def processes() -> dict[int, tuple[int, int, str]]:
-    """pid -> (parent pid, session id, state) of every process."""
-    found = {}
+def of_the_chore(tag: str) -> list[int]:
+    """The running processes (zombies aside) that carry the chore's tag in their environment:
+    ansible-playbook, its workers (which start sessions of their own), the modules and the tools
+    they run, whichever process group or session they are in, and whoever their parent is now."""
+    found = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            found[int(entry)] = (int(fields[1]), int(fields[3]), fields[0])  # ppid, session, state
+        if not entry.isdigit():
+            continue
+        try:
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:
+            continue
+        if state != "Z" and f"CRUDDUR_KILL_TAG={tag}".encode() in environ.split(b"\0"):
+            found.append(int(entry))
     return found
-
-
-def sessions_of_tree(root: int) -> set[int]:
-    """The sessions of a process and its descendants. ansible-playbook's workers start sessions
-    of their own (setsid), and the modules and tools they run stay in those."""
-    table = processes()
-    tree, grew = {root}, True
-    while grew:
-        more = {pid for pid, (parent, _sid, _state) in table.items() if parent in tree} - tree
-        tree |= more
-        grew = bool(more)
-    sessions = {table[pid][1] for pid in tree if pid in table}
-    assert os.getsid(0) not in sessions and 0 not in sessions, "the chore runs in a session of its own"
-    return sessions
-
-
-def alive_in(sessions: set[int]) -> list[int]:
-    return [pid for pid, (_parent, sid, state) in processes().items() if sid in sessions and state != "Z"]
 
 
 def run_killed(playbook: str, extra_vars: dict, delay: float, way: str) -> str:
     """Start the chore in a session of its own, interrupt it `delay` seconds in, and wait until
-    every process it started (its workers' sessions included) has ended. Returns what happened
-    ('finished' when it ended before the kill point)."""
+    every process it started has ended. Returns what happened ('finished' when it ended before
+    the kill point)."""
+    tag = uuid.uuid4().hex
     env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-           "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"}
+           "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}", "CRUDDUR_KILL_TAG": tag}
     command = [str(VENV_BIN / "ansible-playbook"), f"playbooks/{playbook}.yml", "-e", json.dumps(extra_vars)]
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -145,11 +133,18 @@ def run_killed(playbook: str, extra_vars: dict, delay: float, way: str) -> str:
         return "finished"
     except subprocess.TimeoutExpired:
         pass
-    sessions = sessions_of_tree(proc.pid)
     if way == "sigkill-group":
-        # The terminal or SSH session is gone: everything the chore started dies with it.
-        for pid in alive_in(sessions):
-            os.kill(pid, signal.SIGKILL)
+        # The terminal or SSH session is gone: everything the chore started dies with it. Again
+        # until none is left, as a worker may be forking at that very moment.
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < 0.5:
+            for pid in of_the_chore(tag):
+                quiet_since = time.monotonic()
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.02)
     elif way == "sigint-group":
         # Ctrl-C, and again if the first did not end it (as a user does), to the foreground group.
         for _ in range(2):
@@ -167,8 +162,10 @@ def run_killed(playbook: str, extra_vars: dict, delay: float, way: str) -> str:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     deadline = time.monotonic() + 120
-    while alive_in(sessions):  # the workers, modules and tools that live on end by themselves
-        assert time.monotonic() < deadline, f"processes of the chore still run 120 s after {way} {seed_note()}"
+    while of_the_chore(tag):  # the workers, modules and tools that live on end by themselves
+        assert time.monotonic() < deadline, (
+            f"processes of the chore still run 120 s after {way}: "
+            f"{[Path(f'/proc/{pid}/cmdline').read_bytes()[:200] for pid in of_the_chore(tag)]} {seed_note()}")
         time.sleep(0.1)
     return f"killed by {way} at {delay:.2f} s"
 
