@@ -236,23 +236,23 @@ def migrations_with(tmp_path: Path, names_: list[str]) -> Path:
 
 # --- db-migrate ---------------------------------------------------------------------------------
 
-def test_a_killed_migration_leaves_the_database_before_or_after_a_migration(names, tmp_path):
-    template = f"{names}_template"
-    setup_database(template, activities=5000)
-    steps = [[], ["0006_kill_note.sql"], ["0006_kill_note.sql", "0007_kill_note_index.sql"]]
-    dirs = [migrations_with(tmp_path, step) for step in steps]
-    # The states a run may leave: before, after 0006, after 0007 (each from a run to the end).
+def assert_killed_migrations_stop_on_a_step(names: str, template: str, steps: list[Path], chore: str) -> None:
+    """db-migrate on copies of `template`, killed at the seed's points, with the migrations of
+    steps[-1]. Each of `steps` is a migrations directory a run to the end brings the database to:
+    the states a killed run may leave are the template's and those. Asserted after each kill: one
+    of those states, no session or migration lock left, the next run finishes, the one after
+    changes nothing."""
     states = [state(template)]
-    for number, directory in enumerate(dirs[1:], start=1):
+    for number, directory in enumerate(steps):
         copy_database(template, f"{names}_s{number}")
         run, seconds = timed_run("db-migrate", {**on_database(f"{names}_s{number}"),
                                                 "cruddur_db_migrations_dir": str(directory)})
         assert run.rc == 0, run.output[-3000:]
         states.append(state(f"{names}_s{number}"))
-    for point, (way, delay) in enumerate(kill_points("db-migrate", seconds * 1.1)):
+    for point, (way, delay) in enumerate(kill_points(chore, seconds * 1.1)):
         target = f"{names}_p{point}"
         copy_database(template, target)
-        extra = {**on_database(target), "cruddur_db_migrations_dir": str(dirs[-1])}
+        extra = {**on_database(target), "cruddur_db_migrations_dir": str(steps[-1])}
         what = run_killed("db-migrate", extra, delay, way)
         settle(target)
         note = seed_note(f", {what}")
@@ -266,39 +266,33 @@ def test_a_killed_migration_leaves_the_database_before_or_after_a_migration(name
         assert again.rc == 0 and again.changed() == 0, (note, again.output[-3000:])
 
 
+def test_a_killed_migration_leaves_the_database_before_or_after_a_migration(names, tmp_path):
+    template = f"{names}_template"
+    setup_database(template, activities=5000)
+    # After 0006, after 0007.
+    steps = [migrations_with(tmp_path, ["0006_kill_note.sql"]),
+             migrations_with(tmp_path, ["0006_kill_note.sql", "0007_kill_note_index.sql"])]
+    assert_killed_migrations_stop_on_a_step(names, template, steps, "db-migrate")
+
+
 def test_a_killed_adoption_leaves_the_original_or_an_adopted_database(names, tmp_path):
     template = f"{names}_template"
     build_original(template, sql="INSERT INTO public.users (display_name, handle) VALUES ('Kill Test', 'killtest');"
                                  "INSERT INTO public.activities (user_uuid, message, expires_at) "
                                  "SELECT (SELECT uuid FROM public.users WHERE handle = 'killtest'), 'row ' || i, "
                                  "timestamp '2027-01-01' FROM generate_series(1, 5000) AS i")
-    # Adoption records 0001-0002 in one transaction; 0003-0005 follow one by one. The states a run
-    # may leave: the original, adopted, and adopted with each later migration.
-    states = [state(template)]
+    # Adoption records 0001-0002 in one transaction; 0003-0005 follow one by one: adopted, then
+    # adopted with each later migration.
     ids = sorted(p.name for p in MIGRATIONS.glob("0*.sql") if not p.name.endswith(".rollback.sql"))
+    steps = []
     for upto in range(2, len(ids) + 1):
         directory = tmp_path / f"upto-{upto}"
         directory.mkdir()
         for name in ids[:upto]:
             for path in MIGRATIONS.glob(name.replace(".sql", "*")):
                 shutil.copy(path, directory / path.name)
-        copy_database(template, f"{names}_s{upto}")
-        run, seconds = timed_run("db-migrate", {**on_database(f"{names}_s{upto}"),
-                                                "cruddur_db_migrations_dir": str(directory)})
-        assert run.rc == 0, run.output[-3000:]
-        states.append(state(f"{names}_s{upto}"))
-    for point, (way, delay) in enumerate(kill_points("adoption", seconds * 1.1)):
-        target = f"{names}_p{point}"
-        copy_database(template, target)
-        what = run_killed("db-migrate", on_database(target), delay, way)
-        settle(target)
-        note = seed_note(f", {what}")
-        assert state(target) in states, f"the database is between states {note}"
-        finish = run_playbook("playbooks/db-migrate.yml", extra_vars=on_database(target))
-        assert finish.rc == 0, (note, finish.output[-3000:])
-        assert state(target) == states[-1], note
-        again = run_playbook("playbooks/db-migrate.yml", extra_vars=on_database(target))
-        assert again.rc == 0 and again.changed() == 0, (note, again.output[-3000:])
+        steps.append(directory)
+    assert_killed_migrations_stop_on_a_step(names, template, steps, "adoption")
 
 
 # --- db-backup and db-restore ---------------------------------------------------------------------
